@@ -1,0 +1,230 @@
+package storage
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/mailfunnel/mailfunnel/event"
+)
+
+// Result reports what an Append stored.
+type Result struct {
+	Accepted   int    // events newly stored
+	Duplicates int    // events already in the log (or earlier in the batch) within the dedupe horizon
+	FirstSeq   uint64 // sequence of the first stored event; 0 when Accepted is 0
+	LastSeq    uint64 // sequence of the last stored event; 0 when Accepted is 0
+}
+
+type appendReq struct {
+	events []event.Event
+	hashes []Hash
+	res    Result
+	err    error
+	done   chan struct{}
+}
+
+// Append stores events durably and returns after they are fsynced. It
+// assigns Seq in place in the caller's slice (so callers can see which seq
+// each stored event got; duplicates keep Seq 0). The log does not retain
+// the slice after returning. Append may be called concurrently: calls are
+// merged into one commit. If ctx ends while the commit is in flight, Append
+// returns ctx's error but the events may still be stored; a redelivery is
+// then counted as a duplicate.
+func (l *Log) Append(ctx context.Context, events []event.Event) (Result, error) {
+	if l.closed.Load() {
+		return Result{}, ErrClosed
+	}
+	if len(events) == 0 {
+		return Result{}, nil
+	}
+	if len(events) > l.cfg.MaxBatchEvents {
+		return Result{}, fmt.Errorf("%w: %d events, limit %d", ErrTooLarge, len(events), l.cfg.MaxBatchEvents)
+	}
+	// Hashing here, on the caller's goroutine, spreads the CPU over all
+	// request handlers instead of the single committer.
+	r := &appendReq{events: events, hashes: make([]Hash, len(events)), done: make(chan struct{})}
+	for i := range events {
+		events[i].Seq = 0
+		r.hashes[i] = HashEvent(&events[i])
+	}
+	select {
+	case l.reqs <- r:
+	default:
+		t := time.NewTimer(l.cfg.QueueTimeout)
+		select {
+		case l.reqs <- r:
+			t.Stop()
+		case <-t.C:
+			return Result{}, ErrOverloaded
+		case <-ctx.Done():
+			t.Stop()
+			return Result{}, ctxErr(ctx)
+		case <-l.stop:
+			t.Stop()
+			return Result{}, ErrClosed
+		}
+	}
+	select {
+	case <-r.done:
+		return r.res, r.err
+	case <-ctx.Done():
+		return Result{}, ctxErr(ctx)
+	}
+}
+
+// commitLoop is the single writer. It takes every request waiting in the
+// queue (up to MaxGroupEvents), commits them in one transaction, syncs once
+// and then answers them all: this is the group commit that lets hundreds of
+// parallel single-event posts share one fsync.
+func (l *Log) commitLoop() {
+	var group []*appendReq
+	for {
+		group = group[:0]
+		select {
+		case r := <-l.reqs:
+			group = append(group, r)
+		case <-l.stop:
+			// Commit what is already queued: those callers are waiting.
+			for {
+				select {
+				case r := <-l.reqs:
+					l.commit([]*appendReq{r})
+				default:
+					return
+				}
+			}
+		}
+		n := len(group[0].events)
+	drain:
+		for n < l.cfg.MaxGroupEvents {
+			select {
+			case r := <-l.reqs:
+				group = append(group, r)
+				n += len(r.events)
+			default:
+				break drain
+			}
+		}
+		l.commit(group)
+	}
+}
+
+func (l *Log) commit(group []*appendReq) {
+	err := l.commitGroup(group)
+	for _, r := range group {
+		if err != nil {
+			r.err = err
+			r.res = Result{}
+		}
+		close(r.done)
+	}
+}
+
+func (l *Log) commitGroup(group []*appendReq) error {
+	next := l.lastSeq.Load() + 1
+	first := next
+	seen := make(map[Hash]struct{})
+	var entry []byte
+	var count int
+
+	rtxn := l.db.NewTransaction(false)
+	for _, r := range group {
+		for i := range r.events {
+			h := r.hashes[i]
+			if _, dup := seen[h]; dup {
+				r.res.Duplicates++
+				continue
+			}
+			_, err := rtxn.Get(h.key())
+			if err == nil {
+				r.res.Duplicates++
+				continue
+			}
+			if !errors.Is(err, badger.ErrKeyNotFound) {
+				rtxn.Discard()
+				return fmt.Errorf("read dedupe index: %w", err)
+			}
+			seen[h] = struct{}{}
+			e := &r.events[i]
+			e.Seq = next
+			if r.res.Accepted == 0 {
+				r.res.FirstSeq = next
+			}
+			r.res.Accepted++
+			r.res.LastSeq = next
+			next++
+			count++
+		}
+	}
+	rtxn.Discard()
+	if count == 0 {
+		return nil
+	}
+
+	// The entry: count, then each event length-prefixed.
+	entry = binary.AppendUvarint(entry, uint64(count))
+	var buf []byte
+	wtxn := l.db.NewTransaction(true)
+	defer wtxn.Discard()
+	for _, r := range group {
+		for i := range r.events {
+			e := &r.events[i]
+			if e.Seq == 0 {
+				continue
+			}
+			buf = event.Append(buf[:0], e)
+			entry = binary.AppendUvarint(entry, uint64(len(buf)))
+			entry = append(entry, buf...)
+			var v [8]byte
+			binary.BigEndian.PutUint64(v[:], e.Seq)
+			if err := wtxn.SetEntry(badger.NewEntry(r.hashes[i].key(), v[:]).WithTTL(l.cfg.DedupeHorizon)); err != nil {
+				l.unassign(group)
+				return fmt.Errorf("stage dedupe key: %w", err)
+			}
+		}
+	}
+	if err := wtxn.Set(seqKey(prefixLog, first), entry); err != nil {
+		l.unassign(group)
+		return fmt.Errorf("stage log entry: %w", err)
+	}
+	if err := wtxn.Commit(); err != nil {
+		l.unassign(group)
+		return fmt.Errorf("commit log entry at seq %d: %w", first, err)
+	}
+	if !l.cfg.NoSync {
+		if err := l.db.Sync(); err != nil {
+			// The entry may or may not survive a crash; we must not
+			// acknowledge it. Later seqs continue after it either way, since
+			// the commit is visible to this process.
+			l.lastSeq.Store(next - 1)
+			l.notify()
+			l.unassign(group)
+			return fmt.Errorf("sync log at seq %d: %w", first, err)
+		}
+	}
+	l.lastSeq.Store(next - 1)
+	l.notify()
+	return nil
+}
+
+// unassign clears results of a group whose commit failed, so that no caller
+// mistakes the seqs for stored events.
+func (l *Log) unassign(group []*appendReq) {
+	for _, r := range group {
+		for i := range r.events {
+			r.events[i].Seq = 0
+		}
+		r.res = Result{}
+	}
+}
+
+// AppendCtx is a convenience for tests and tools that append one batch with
+// a background context.
+func (l *Log) AppendCtx(events ...event.Event) (Result, error) {
+	return l.Append(context.Background(), events)
+}

@@ -1,0 +1,325 @@
+package storage
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+)
+
+// Sentinel errors callers branch on.
+var (
+	// ErrClosed is returned by operations on a closed Log.
+	ErrClosed = errors.New("storage: log is closed")
+	// ErrLocked is returned by Open when another process (normally a running
+	// mailfunnel serve) holds the data directory.
+	ErrLocked = errors.New("storage: data directory is in use by another process")
+	// ErrOverloaded is returned by Append when the commit queue stays full
+	// past Config.QueueTimeout; ingest answers 503 with Retry-After.
+	ErrOverloaded = errors.New("storage: commit queue is full")
+	// ErrTooLarge is returned by Append for a batch above Config.MaxBatchEvents.
+	ErrTooLarge = errors.New("storage: batch too large")
+)
+
+const (
+	prefixLog        = 'l'
+	prefixDedupe     = 'd'
+	prefixDeadLetter = 'x'
+	prefixCheckpoint = 'c'
+)
+
+// Config configures a Log. The zero value of each field means its default.
+type Config struct {
+	// Dir is the Badger directory. Required.
+	Dir string
+	// DedupeHorizon is how long an event's hash is remembered for
+	// deduplication. Default 7 days.
+	DedupeHorizon time.Duration
+	// MaxGroupEvents bounds the events merged into one group commit.
+	// Default 20,000; one request larger than this still commits alone.
+	MaxGroupEvents int
+	// MaxBatchEvents bounds the events of a single Append. Default 200,000.
+	MaxBatchEvents int
+	// QueueLen is the number of Append calls that may wait for the
+	// committer. Default 4096.
+	QueueLen int
+	// QueueTimeout is how long Append waits for a place in a full queue
+	// before returning ErrOverloaded. Default 2s.
+	QueueTimeout time.Duration
+	// BlockCacheMB is Badger's block cache size in MiB. Default 64.
+	BlockCacheMB int
+	// Logger receives Badger's messages and the log's own; nil discards.
+	Logger *slog.Logger
+	// NoSync skips fsync after commits. Only for benchmarks that measure
+	// everything but the disk; never in production.
+	NoSync bool
+}
+
+// DefaultConfig returns the defaults for dir.
+func DefaultConfig(dir string) Config {
+	return Config{
+		Dir:            dir,
+		DedupeHorizon:  7 * 24 * time.Hour,
+		MaxGroupEvents: 20000,
+		MaxBatchEvents: 200000,
+		QueueLen:       4096,
+		QueueTimeout:   2 * time.Second,
+		BlockCacheMB:   64,
+	}
+}
+
+func (c *Config) fill() {
+	d := DefaultConfig(c.Dir)
+	if c.DedupeHorizon == 0 {
+		c.DedupeHorizon = d.DedupeHorizon
+	}
+	if c.MaxGroupEvents == 0 {
+		c.MaxGroupEvents = d.MaxGroupEvents
+	}
+	if c.MaxBatchEvents == 0 {
+		c.MaxBatchEvents = d.MaxBatchEvents
+	}
+	if c.QueueLen == 0 {
+		c.QueueLen = d.QueueLen
+	}
+	if c.QueueTimeout == 0 {
+		c.QueueTimeout = d.QueueTimeout
+	}
+	if c.BlockCacheMB == 0 {
+		c.BlockCacheMB = d.BlockCacheMB
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate reports the first invalid field.
+func (c Config) Validate() error {
+	switch {
+	case c.Dir == "":
+		return errors.New("storage config: Dir is required")
+	case c.DedupeHorizon < 0:
+		return errors.New("storage config: DedupeHorizon must not be negative")
+	case c.MaxGroupEvents < 0, c.MaxBatchEvents < 0, c.QueueLen < 0, c.BlockCacheMB < 0:
+		return errors.New("storage config: sizes must not be negative")
+	}
+	return nil
+}
+
+// Log is the durable, deduplicating event log. It is safe for concurrent
+// use. Open it with Open and release it with Close.
+type Log struct {
+	cfg Config
+	db  *badger.DB
+	log *slog.Logger
+
+	reqs chan *appendReq
+	stop chan struct{}
+	wg   sync.WaitGroup
+
+	lastSeq atomic.Uint64
+	changed atomic.Pointer[chan struct{}]
+
+	deadMu     sync.Mutex
+	nextDeadID uint64
+
+	closeOnce sync.Once
+	closeErr  error
+	closed    atomic.Bool
+}
+
+// Open opens (creating if needed) the log in cfg.Dir and starts its
+// committer. It returns an error wrapping ErrLocked when another process
+// holds the directory.
+func Open(cfg Config) (*Log, error) {
+	cfg.fill()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	db, err := OpenBadger(cfg.Dir, cfg.BlockCacheMB, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	l := &Log{
+		cfg:  cfg,
+		db:   db,
+		log:  cfg.Logger,
+		reqs: make(chan *appendReq, cfg.QueueLen),
+		stop: make(chan struct{}),
+	}
+	ch := make(chan struct{})
+	l.changed.Store(&ch)
+	if err := l.recover(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		l.commitLoop()
+	}()
+	return l, nil
+}
+
+// OpenBadger opens a Badger database with the options mailfunnel uses for
+// its single-writer stores: no conflict detection (one goroutine writes),
+// no fsync per commit (callers sync explicitly when they must be durable),
+// and caches sized for a small machine. The engine opens its state store
+// with it too. The error wraps ErrLocked when the directory is held.
+func OpenBadger(dir string, blockCacheMB int, logger *slog.Logger) (*badger.DB, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	opts := badger.DefaultOptions(dir).
+		WithLogger(badgerLogger{logger}).
+		WithSyncWrites(false).
+		WithDetectConflicts(false).
+		WithNumCompactors(2).
+		WithValueThreshold(4 << 10).
+		WithBlockCacheSize(int64(blockCacheMB) << 20).
+		WithIndexCacheSize(32 << 20).
+		WithCompression(options.ZSTD).
+		WithMetricsEnabled(false)
+	db, err := badger.Open(opts)
+	if err != nil {
+		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
+			return nil, fmt.Errorf("open badger %q: %w", dir, ErrLocked)
+		}
+		return nil, fmt.Errorf("open badger %q: %w", dir, err)
+	}
+	return db, nil
+}
+
+// recover finds the last sequence and dead-letter id, so that numbering
+// continues after a restart.
+func (l *Log) recover() error {
+	return l.db.View(func(txn *badger.Txn) error {
+		last, err := lastKey(txn, prefixLog)
+		if err != nil {
+			return err
+		}
+		if last != nil {
+			var n int
+			if err := last.Value(func(v []byte) error {
+				c, k := binary.Uvarint(v)
+				if k <= 0 {
+					return fmt.Errorf("log entry %x: %w", last.Key(), errCorruptEntry)
+				}
+				n = int(c)
+				return nil
+			}); err != nil {
+				return err
+			}
+			first := binary.BigEndian.Uint64(last.Key()[1:])
+			l.lastSeq.Store(first + uint64(n) - 1)
+		}
+		dl, err := lastKey(txn, prefixDeadLetter)
+		if err != nil {
+			return err
+		}
+		if dl != nil {
+			l.nextDeadID = binary.BigEndian.Uint64(dl.Key()[1:]) + 1
+		} else {
+			l.nextDeadID = 1
+		}
+		return nil
+	})
+}
+
+var errCorruptEntry = errors.New("corrupt log entry")
+
+// lastKey returns the item with the greatest key of a one-byte prefix.
+func lastKey(txn *badger.Txn, prefix byte) (*badger.Item, error) {
+	it := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: []byte{prefix}})
+	defer it.Close()
+	it.Seek([]byte{prefix, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	if !it.ValidForPrefix([]byte{prefix}) {
+		return nil, nil
+	}
+	return it.Item(), nil
+}
+
+// LastSeq is the sequence of the newest durable event, 0 for an empty log.
+func (l *Log) LastSeq() uint64 { return l.lastSeq.Load() }
+
+// Changed returns a channel that is closed after the next commit that adds
+// events. Take a new channel after each wake-up.
+func (l *Log) Changed() <-chan struct{} { return *l.changed.Load() }
+
+func (l *Log) notify() {
+	ch := make(chan struct{})
+	old := l.changed.Swap(&ch)
+	close(*old)
+}
+
+// Close stops the committer after the queued appends are committed, then
+// closes Badger. It is idempotent.
+func (l *Log) Close() error {
+	l.closeOnce.Do(func() {
+		l.closed.Store(true)
+		close(l.stop)
+		l.wg.Wait()
+		l.closeErr = l.db.Close()
+	})
+	return l.closeErr
+}
+
+// RunGC runs Badger's value-log garbage collection until it finds nothing
+// to rewrite. Call it periodically; it is safe concurrently with appends.
+func (l *Log) RunGC() error { return RunValueLogGC(l.db) }
+
+// RunValueLogGC rewrites value-log files with at least half garbage, until
+// none is left.
+func RunValueLogGC(db *badger.DB) error {
+	for {
+		err := db.RunValueLogGC(0.5)
+		if errors.Is(err, badger.ErrNoRewrite) || errors.Is(err, badger.ErrRejected) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// Sync forces everything written so far to disk.
+func (l *Log) Sync() error { return l.db.Sync() }
+
+// Size reports Badger's LSM and value-log sizes in bytes.
+func (l *Log) Size() (lsm, vlog int64) { return l.db.Size() }
+
+func seqKey(prefix byte, seq uint64) []byte {
+	k := make([]byte, 9)
+	k[0] = prefix
+	binary.BigEndian.PutUint64(k[1:], seq)
+	return k
+}
+
+// badgerLogger routes Badger's printf-style logging into slog. Badger is
+// chatty at INFO on open and compaction, so its INFO goes to DEBUG.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any) {
+	b.l.Error("badger", "msg", strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+func (b badgerLogger) Warningf(f string, a ...any) {
+	b.l.Warn("badger", "msg", strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+func (b badgerLogger) Infof(f string, a ...any) {
+	b.l.Debug("badger", "msg", strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+func (b badgerLogger) Debugf(f string, a ...any) {
+	b.l.Debug("badger", "msg", strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+
+// ctxErr is a small helper so that every blocking path reports the
+// context's error uniformly.
+func ctxErr(ctx context.Context) error { return context.Cause(ctx) }

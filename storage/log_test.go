@@ -1,0 +1,195 @@
+package storage_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/mailfunnel/mailfunnel/event"
+	"github.com/mailfunnel/mailfunnel/storage"
+	"github.com/mailfunnel/mailfunnel/storage/storagetest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon")) }
+
+var t0 = time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+
+func ev(i int) event.Event {
+	r := fmt.Sprintf("user%d@example.com", i)
+	return event.Event{
+		Source: "sendpulse", Provider: "sendpulse", ProviderEvent: "delivered", Type: event.Delivered,
+		Account: "sendpulse", Campaign: "c1", Recipient: r, RecipientDomain: event.Domain(r),
+		EventTime: t0.Add(time.Duration(i) * time.Second), ReceivedTime: t0,
+	}
+}
+
+func readAll(t *testing.T, l *storage.Log, from uint64) []event.Event {
+	t.Helper()
+	var out []event.Event
+	require.NoError(t, l.ReadFrom(context.Background(), from, func(e *event.Event) error {
+		out = append(out, *e)
+		return nil
+	}))
+	return out
+}
+
+func TestAppendReadDedupe(t *testing.T) {
+	l := storagetest.New(t)
+	res, err := l.AppendCtx(ev(1), ev(2), ev(1))
+	require.NoError(t, err)
+	require.Equal(t, storage.Result{Accepted: 2, Duplicates: 1, FirstSeq: 1, LastSeq: 2}, res)
+
+	res, err = l.AppendCtx(ev(2), ev(3))
+	require.NoError(t, err)
+	require.Equal(t, storage.Result{Accepted: 1, Duplicates: 1, FirstSeq: 3, LastSeq: 3}, res)
+	require.EqualValues(t, 3, l.LastSeq())
+
+	got := readAll(t, l, 0)
+	require.Len(t, got, 3)
+	for i, e := range got {
+		require.EqualValues(t, i+1, e.Seq)
+	}
+	require.Equal(t, "user3@example.com", got[2].Recipient)
+	// Reading from the middle of an entry starts at that event.
+	got = readAll(t, l, 2)
+	require.Len(t, got, 2)
+	require.EqualValues(t, 2, got[0].Seq)
+	require.Empty(t, readAll(t, l, 4))
+}
+
+func TestDedupeIgnoresReceiveTime(t *testing.T) {
+	l := storagetest.New(t)
+	a := ev(1)
+	a.TimeFromReceive = true
+	b := a
+	b.EventTime = a.EventTime.Add(time.Hour)
+	b.ReceivedTime = a.ReceivedTime.Add(time.Hour)
+	res, err := l.AppendCtx(a, b)
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Duplicates, "an event without provider time redelivered later is a duplicate")
+
+	c := ev(1)
+	d := ev(1)
+	d.EventTime = d.EventTime.Add(time.Second)
+	res, err = l.AppendCtx(c, d)
+	require.NoError(t, err)
+	require.Equal(t, 2, res.Accepted, "events with different provider times are distinct")
+}
+
+func TestConcurrentAppendsAreGapless(t *testing.T) {
+	l := storagetest.New(t)
+	const writers, per = 16, 50
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	seqs := map[uint64]bool{}
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < per; i++ {
+				e := []event.Event{ev(w*per + i)}
+				res, err := l.Append(context.Background(), e)
+				if err != nil || res.Accepted != 1 {
+					t.Errorf("append: %v %+v", err, res)
+					return
+				}
+				mu.Lock()
+				seqs[e[0].Seq] = true
+				mu.Unlock()
+			}
+		}(w)
+	}
+	wg.Wait()
+	require.Len(t, seqs, writers*per)
+	for s := uint64(1); s <= writers*per; s++ {
+		require.True(t, seqs[s], "seq %d missing", s)
+	}
+	require.Len(t, readAll(t, l, 1), writers*per)
+}
+
+func TestReopenContinuesAndLocks(t *testing.T) {
+	dir := t.TempDir()
+	l, err := storage.Open(storage.DefaultConfig(dir))
+	require.NoError(t, err)
+	_, err = l.AppendCtx(ev(1), ev(2))
+	require.NoError(t, err)
+	_, err = l.PutDeadLetter(storage.DeadLetter{Provider: "emblue", Error: "bad", Body: "{"})
+	require.NoError(t, err)
+	require.NoError(t, l.SetCheckpoint("export", 2))
+
+	_, err = storage.Open(storage.DefaultConfig(dir))
+	require.ErrorIs(t, err, storage.ErrLocked)
+	require.NoError(t, l.Close())
+	require.NoError(t, l.Close(), "Close is idempotent")
+	_, err = l.AppendCtx(ev(9))
+	require.ErrorIs(t, err, storage.ErrClosed)
+
+	l, err = storage.Open(storage.DefaultConfig(dir))
+	require.NoError(t, err)
+	defer l.Close()
+	require.EqualValues(t, 2, l.LastSeq())
+	res, err := l.AppendCtx(ev(2), ev(3))
+	require.NoError(t, err)
+	require.Equal(t, storage.Result{Accepted: 1, Duplicates: 1, FirstSeq: 3, LastSeq: 3}, res)
+	cp, err := l.Checkpoint("export")
+	require.NoError(t, err)
+	require.EqualValues(t, 2, cp)
+	id, err := l.PutDeadLetter(storage.DeadLetter{Provider: "emblue", Error: "bad2", Body: "}"})
+	require.NoError(t, err)
+	require.EqualValues(t, 2, id)
+	dls, err := l.DeadLetters(0, 10)
+	require.NoError(t, err)
+	require.Len(t, dls, 2)
+	require.Equal(t, "bad2", dls[1].Error)
+}
+
+func TestChangedWakesFollower(t *testing.T) {
+	l := storagetest.New(t)
+	ch := l.Changed()
+	select {
+	case <-ch:
+		t.Fatal("closed before any append")
+	default:
+	}
+	_, err := l.AppendCtx(ev(1))
+	require.NoError(t, err)
+	select {
+	case <-ch:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Changed not closed after append")
+	}
+	// A batch of only duplicates adds nothing and wakes nobody.
+	ch = l.Changed()
+	_, err = l.AppendCtx(ev(1))
+	require.NoError(t, err)
+	select {
+	case <-ch:
+		t.Fatal("woken by a duplicate-only append")
+	default:
+	}
+}
+
+func TestTooLargeAndStop(t *testing.T) {
+	cfg := storage.DefaultConfig(t.TempDir())
+	cfg.MaxBatchEvents = 2
+	l := storagetest.NewConfig(t, cfg)
+	_, err := l.AppendCtx(ev(1), ev(2), ev(3))
+	require.ErrorIs(t, err, storage.ErrTooLarge)
+
+	_, err = l.AppendCtx(ev(1), ev(2))
+	require.NoError(t, err)
+	n := 0
+	require.NoError(t, l.ReadFrom(context.Background(), 1, func(*event.Event) error {
+		n++
+		return storage.ErrStop
+	}))
+	require.Equal(t, 1, n)
+	boom := errors.New("boom")
+	require.ErrorIs(t, l.ReadFrom(context.Background(), 1, func(*event.Event) error { return boom }), boom)
+}
