@@ -1,0 +1,48 @@
+// Package engine follows the storage log and keeps mailfunnel's aggregates
+// current: per-campaign funnels with exact distinct-recipient counts, event
+// counts in event-time buckets, and the campaign catalogue.
+//
+// # Funnel semantics (the contract)
+//
+// A campaign is identified by (source, account, campaign). Recipients are
+// compared after trimming white space and lower-casing. The stages are
+// sent -> delivered -> opened -> clicked, and reaching a stage implies the
+// earlier ones: a click implies an open, a delivery and a send; an open
+// implies a delivery and a send; every event except subscribed and other
+// implies a send. Outcomes (soft_bounced, hard_bounced, undelivered,
+// unsubscribed, complained) are reached by their own event type only; they
+// imply a send but no delivery.
+//
+// For each (campaign, recipient, stage or outcome) the engine keeps the
+// earliest event time of any event that brought the recipient there: "the
+// event that first brought them there" is ordered by event time, not by
+// arrival, because providers deliver out of order and a client cannot know
+// the server's arrival order. A funnel query with from/to counts a recipient
+// at a stage when that earliest time lies in [from, to); without a range it
+// counts every recipient that reached the stage. Event counts per type are
+// counts of events whose event time lies in the range.
+//
+// # State and exactly-once
+//
+// State lives in its own Badger database (the state store), apart from the
+// log. The engine applies events in log order in batches, and writes each
+// batch's dirty state together with the checkpoint (the last applied
+// sequence) in one Badger transaction. After a crash at any point the state
+// store holds exactly the effect of the events up to its checkpoint, and the
+// engine resumes from there: nothing is lost or counted twice. Given the same
+// log, the state is a deterministic function of it, so a rebuild produces the
+// same answers as the incremental path.
+//
+// # Key layout of the state store
+//
+//	'C'                                        -> uint64 BE checkpoint (last applied seq)
+//	'k' source 0 campaign 0 account            -> uint32 BE campaign id
+//	'K' uint32 BE id                           -> campaign record (JSON)
+//	'r' uint32 BE id + normalized recipient    -> recipient state: reached mask + earliest times
+//	'n' uint32 BE id, metric, level, bucket    -> int64 count (level 'T' total, 'm' minute, 'u' microsecond)
+//
+// The minute and microsecond levels let a range query be answered exactly
+// from whole minutes plus the microsecond keys of its two partial edge
+// minutes. Per-recipient state is read through a bounded write-back cache,
+// so memory does not grow with the number of recipients.
+package engine

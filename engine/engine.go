@@ -1,0 +1,534 @@
+package engine
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+
+	"github.com/mailfunnel/mailfunnel/event"
+	"github.com/mailfunnel/mailfunnel/storage"
+)
+
+// Log is what the engine needs of the event log. storage.Log implements it.
+//
+// ReadFrom calls fn for each event with Seq >= from in order; the event is
+// reused after fn returns. LastSeq is the newest durable sequence. Changed
+// is closed after the next commit that adds events.
+type Log interface {
+	ReadFrom(ctx context.Context, from uint64, fn func(*event.Event) error) error
+	LastSeq() uint64
+	Changed() <-chan struct{}
+}
+
+var _ Log = (*storage.Log)(nil)
+
+// Config configures an Engine. Zero values mean the defaults.
+type Config struct {
+	// Dir is the state store's Badger directory. Required.
+	Dir string
+	// RecipientCache bounds the per-recipient states kept in memory.
+	// Default 500,000 (about 100 MiB).
+	RecipientCache int
+	// CounterCache bounds the counters kept in memory. Default 200,000.
+	CounterCache int
+	// BatchEvents is the most events applied per state transaction.
+	// Default 5,000.
+	BatchEvents int
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults for dir.
+func DefaultConfig(dir string) Config {
+	return Config{Dir: dir, RecipientCache: 500_000, CounterCache: 200_000, BatchEvents: 5_000}
+}
+
+// Validate reports the first invalid field.
+func (c Config) Validate() error {
+	switch {
+	case c.Dir == "":
+		return errors.New("engine config: Dir is required")
+	case c.RecipientCache < 0, c.CounterCache < 0, c.BatchEvents < 0:
+		return errors.New("engine config: sizes must not be negative")
+	}
+	return nil
+}
+
+// maxDirty bounds the keys written by one state transaction, well below
+// Badger's per-transaction limit for the memtable size used.
+const maxDirty = 40_000
+
+// Engine applies the log to the state store. Run drives it; the query
+// methods (Funnel, Campaigns, ...) may be called concurrently with Run and
+// read the last committed state.
+type Engine struct {
+	cfg Config
+	db  *badger.DB
+	log *slog.Logger
+	src Log
+
+	// Apply-side state, owned by the Run goroutine.
+	rtxn      *badger.Txn
+	recs      *simplelru.LRU[string, *recEntry]
+	counts    *simplelru.LRU[string, *countEntry]
+	dirtyRecs []string
+	dirtyCnts []string
+	camps     map[campKeyT]*campaign
+	campByID  map[uint32]*campaign
+	nextCID   uint32
+	pending   int    // events applied since the last commit
+	pendSeq   uint64 // seq of the last applied event
+	buf       []byte
+
+	applied   atomic.Uint64
+	appliedCh atomic.Pointer[chan struct{}]
+	stats     Stats
+	statsMu   sync.Mutex
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Stats are the engine's counters, for metrics.
+type Stats struct {
+	Applied   uint64 // events applied since start
+	Commits   uint64
+	LastBatch time.Duration
+}
+
+type recEntry struct {
+	st    recState
+	dirty bool
+}
+
+type countEntry struct {
+	n     int64
+	dirty bool
+}
+
+type campKeyT struct{ source, account, campaign string }
+
+type campaign struct {
+	ID       uint32 `json:"id"`
+	Source   string `json:"source"`
+	Account  string `json:"account"`
+	Campaign string `json:"campaign"`
+	First    int64  `json:"first"` // earliest event time, Unix micros
+	Last     int64  `json:"last"`
+	Events   int64  `json:"events"`
+	dirty    bool
+}
+
+// Open opens the state store in cfg.Dir and loads the checkpoint and the
+// campaign catalogue. src is the log to follow.
+func Open(cfg Config, src Log) (*Engine, error) {
+	d := DefaultConfig(cfg.Dir)
+	if cfg.RecipientCache == 0 {
+		cfg.RecipientCache = d.RecipientCache
+	}
+	if cfg.CounterCache == 0 {
+		cfg.CounterCache = d.CounterCache
+	}
+	if cfg.BatchEvents == 0 {
+		cfg.BatchEvents = d.BatchEvents
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	db, err := storage.OpenBadger(cfg.Dir, 64, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{cfg: cfg, db: db, log: cfg.Logger, src: src,
+		camps: map[campKeyT]*campaign{}, campByID: map[uint32]*campaign{}, nextCID: 1}
+	e.recs, _ = simplelru.NewLRU[string, *recEntry](math.MaxInt32, nil)
+	e.counts, _ = simplelru.NewLRU[string, *countEntry](math.MaxInt32, nil)
+	ch := make(chan struct{})
+	e.appliedCh.Store(&ch)
+	if err := e.load(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+func (e *Engine) load() error {
+	return e.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte{keyCheckpoint})
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound):
+		case err != nil:
+			return fmt.Errorf("read checkpoint: %w", err)
+		default:
+			if err := item.Value(func(v []byte) error {
+				if len(v) != 8 {
+					return fmt.Errorf("checkpoint: %w", errCorrupt)
+				}
+				e.applied.Store(binary.BigEndian.Uint64(v))
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, Prefix: []byte{prefixCampRec}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			c := &campaign{}
+			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, c) }); err != nil {
+				return fmt.Errorf("read campaign %x: %w", it.Item().Key(), err)
+			}
+			e.camps[campKeyT{c.Source, c.Account, c.Campaign}] = c
+			e.campByID[c.ID] = c
+			if c.ID >= e.nextCID {
+				e.nextCID = c.ID + 1
+			}
+		}
+		return nil
+	})
+}
+
+// Applied is the sequence of the last event whose effect is committed.
+func (e *Engine) Applied() uint64 { return e.applied.Load() }
+
+// Lag is the number of durable log events not yet applied.
+func (e *Engine) Lag() uint64 {
+	last, applied := e.src.LastSeq(), e.applied.Load()
+	if last <= applied {
+		return 0
+	}
+	return last - applied
+}
+
+// Stats returns a snapshot of the engine's counters.
+func (e *Engine) Stats() Stats {
+	e.statsMu.Lock()
+	defer e.statsMu.Unlock()
+	return e.stats
+}
+
+// WaitApplied blocks until the engine has committed seq or ctx ends.
+func (e *Engine) WaitApplied(ctx context.Context, seq uint64) error {
+	for {
+		ch := *e.appliedCh.Load()
+		if e.applied.Load() >= seq {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+}
+
+// Run follows the log until ctx ends, applying new events as soon as they
+// are durable (woken by the log, no polling delay). On ctx's end it applies
+// what is already in the log, commits, and returns nil.
+func (e *Engine) Run(ctx context.Context) error {
+	for {
+		ch := e.src.Changed()
+		if err := e.CatchUp(ctx, nil); err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			return err
+		}
+		select {
+		case <-ch:
+			continue
+		case <-ctx.Done():
+		}
+		break
+	}
+	// Drain: the ingest server has stopped accepting by now, so the log's
+	// end is fixed; committing it makes the next start ready at once.
+	return e.CatchUp(context.Background(), nil)
+}
+
+// CatchUp applies every event in the log after the checkpoint, up to the
+// log's end when it started, and commits. progress, if not nil, is called
+// after each commit with the applied sequence.
+func (e *Engine) CatchUp(ctx context.Context, progress func(applied uint64)) error {
+	last := e.src.LastSeq()
+	for e.applied.Load() < last {
+		err := e.src.ReadFrom(ctx, e.applied.Load()+1, func(ev *event.Event) error {
+			if err := e.apply(ev); err != nil {
+				return err
+			}
+			if e.pending >= e.cfg.BatchEvents || len(e.dirtyRecs)+len(e.dirtyCnts) >= maxDirty {
+				if err := e.commit(); err != nil {
+					return err
+				}
+				if progress != nil {
+					progress(e.applied.Load())
+				}
+			}
+			if ev.Seq >= last {
+				return storage.ErrStop
+			}
+			return nil
+		})
+		if cerr := e.commit(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+		if progress != nil {
+			progress(e.applied.Load())
+		}
+	}
+	return nil
+}
+
+func (e *Engine) campaignFor(ev *event.Event) *campaign {
+	k := campKeyT{ev.Source, ev.Account, ev.Campaign}
+	c := e.camps[k]
+	if c == nil {
+		c = &campaign{ID: e.nextCID, Source: ev.Source, Account: ev.Account, Campaign: ev.Campaign,
+			First: math.MaxInt64, Last: math.MinInt64, dirty: true}
+		e.nextCID++
+		e.camps[k] = c
+		e.campByID[c.ID] = c
+	}
+	return c
+}
+
+// apply folds one event into the in-memory state. It is the only place
+// that defines what an event does to the aggregates.
+func (e *Engine) apply(ev *event.Event) error {
+	if ev.Seq != e.applied.Load()+uint64(e.pending)+1 {
+		return fmt.Errorf("engine: log gap: got seq %d after %d", ev.Seq, e.applied.Load()+uint64(e.pending))
+	}
+	if e.rtxn == nil {
+		e.rtxn = e.db.NewTransaction(false)
+	}
+	c := e.campaignFor(ev)
+	t := ev.EventTime.UnixMicro()
+	c.Events++
+	c.First = min(c.First, t)
+	c.Last = max(c.Last, t)
+	c.dirty = true
+
+	if err := e.addCount(c.ID, eventMetric(ev.Type), t, 1); err != nil {
+		return err
+	}
+	ms := implied(ev.Type)
+	if r := event.NormalizeRecipient(ev.Recipient); len(ms) > 0 && r != "" {
+		re, err := e.recipient(recKey(c.ID, r))
+		if err != nil {
+			return err
+		}
+		for _, m := range ms {
+			bit := uint16(1) << m
+			if re.st.mask&bit != 0 && re.st.first[m] <= t {
+				continue
+			}
+			if re.st.mask&bit != 0 {
+				// An earlier event arrived late: move the first reach.
+				if err := e.addCount(c.ID, m, re.st.first[m], -1); err != nil {
+					return err
+				}
+			}
+			re.st.mask |= bit
+			re.st.first[m] = t
+			if err := e.addCount(c.ID, m, t, 1); err != nil {
+				return err
+			}
+			if !re.dirty {
+				re.dirty = true
+				e.dirtyRecs = append(e.dirtyRecs, recKey(c.ID, r))
+			}
+		}
+	}
+	e.pending++
+	e.pendSeq = ev.Seq
+	return nil
+}
+
+func (e *Engine) recipient(k string) (*recEntry, error) {
+	if re, ok := e.recs.Get(k); ok {
+		return re, nil
+	}
+	re := &recEntry{}
+	item, err := e.rtxn.Get([]byte(k))
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+	case err != nil:
+		return nil, fmt.Errorf("read recipient state: %w", err)
+	default:
+		if err := item.Value(re.st.decode); err != nil {
+			return nil, err
+		}
+	}
+	e.recs.Add(k, re)
+	return re, nil
+}
+
+func (e *Engine) addCount(cid uint32, m metric, t int64, d int64) error {
+	for _, lk := range [...]struct {
+		level  byte
+		bucket int64
+	}{{levelTotal, 0}, {levelMinute, floorDiv(t, microsPerMinute)}, {levelMicro, t}} {
+		k := countKey(cid, m, lk.level, lk.bucket)
+		ce, ok := e.counts.Get(k)
+		if !ok {
+			ce = &countEntry{}
+			n, err := getInt(e.rtxn, []byte(k))
+			if err != nil {
+				return err
+			}
+			ce.n = n
+			e.counts.Add(k, ce)
+		}
+		ce.n += d
+		if !ce.dirty {
+			ce.dirty = true
+			e.dirtyCnts = append(e.dirtyCnts, k)
+		}
+	}
+	return nil
+}
+
+func getInt(txn *badger.Txn, k []byte) (int64, error) {
+	item, err := txn.Get(k)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read counter: %w", err)
+	}
+	var n int64
+	err = item.Value(func(v []byte) error {
+		if len(v) != 8 {
+			return fmt.Errorf("counter: %w", errCorrupt)
+		}
+		n = int64(binary.BigEndian.Uint64(v))
+		return nil
+	})
+	return n, err
+}
+
+// commit writes the dirty state and the checkpoint in one transaction, then
+// trims the caches back to their bounds (everything in them is clean now).
+func (e *Engine) commit() error {
+	if e.pending == 0 {
+		return nil
+	}
+	start := time.Now()
+	txn := e.db.NewTransaction(true)
+	defer txn.Discard()
+	for _, k := range e.dirtyRecs {
+		re, ok := e.recs.Peek(k)
+		if !ok {
+			return fmt.Errorf("engine: dirty recipient state evicted")
+		}
+		e.buf = re.st.encode(e.buf[:0])
+		if err := txn.Set([]byte(k), append([]byte(nil), e.buf...)); err != nil {
+			return fmt.Errorf("stage recipient state: %w", err)
+		}
+	}
+	for _, k := range e.dirtyCnts {
+		ce, ok := e.counts.Peek(k)
+		if !ok {
+			return fmt.Errorf("engine: dirty counter evicted")
+		}
+		var err error
+		if ce.n == 0 && k[6] != levelTotal {
+			err = txn.Delete([]byte(k))
+		} else {
+			v := make([]byte, 8)
+			binary.BigEndian.PutUint64(v, uint64(ce.n))
+			err = txn.Set([]byte(k), v)
+		}
+		if err != nil {
+			return fmt.Errorf("stage counter: %w", err)
+		}
+	}
+	for _, c := range e.camps {
+		if !c.dirty {
+			continue
+		}
+		v, err := json.Marshal(c)
+		if err != nil {
+			return err
+		}
+		id := make([]byte, 4)
+		binary.BigEndian.PutUint32(id, c.ID)
+		if err := txn.Set(campKey(c.Source, c.Campaign, c.Account), id); err != nil {
+			return err
+		}
+		if err := txn.Set(campRecKey(c.ID), v); err != nil {
+			return err
+		}
+	}
+	cp := make([]byte, 8)
+	binary.BigEndian.PutUint64(cp, e.pendSeq)
+	if err := txn.Set([]byte{keyCheckpoint}, cp); err != nil {
+		return err
+	}
+	if err := txn.Commit(); err != nil {
+		return fmt.Errorf("commit engine state at seq %d: %w", e.pendSeq, err)
+	}
+	if e.rtxn != nil {
+		e.rtxn.Discard()
+		e.rtxn = nil
+	}
+	for _, k := range e.dirtyRecs {
+		if re, ok := e.recs.Peek(k); ok {
+			re.dirty = false
+		}
+	}
+	for _, k := range e.dirtyCnts {
+		if ce, ok := e.counts.Peek(k); ok {
+			ce.dirty = false
+		}
+	}
+	for _, c := range e.camps {
+		c.dirty = false
+	}
+	e.dirtyRecs = e.dirtyRecs[:0]
+	e.dirtyCnts = e.dirtyCnts[:0]
+	for e.recs.Len() > e.cfg.RecipientCache {
+		e.recs.RemoveOldest()
+	}
+	for e.counts.Len() > e.cfg.CounterCache {
+		e.counts.RemoveOldest()
+	}
+	n := e.pending
+	e.pending = 0
+	e.applied.Store(e.pendSeq)
+	ch := make(chan struct{})
+	close(*e.appliedCh.Swap(&ch))
+
+	e.statsMu.Lock()
+	e.stats.Applied += uint64(n)
+	e.stats.Commits++
+	e.stats.LastBatch = time.Since(start)
+	e.statsMu.Unlock()
+	return nil
+}
+
+// Close closes the state store. Run must have returned. It is idempotent.
+func (e *Engine) Close() error {
+	e.closeOnce.Do(func() {
+		if e.rtxn != nil {
+			e.rtxn.Discard()
+		}
+		e.closeErr = e.db.Close()
+	})
+	return e.closeErr
+}

@@ -1,0 +1,242 @@
+package engine_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/mailfunnel/mailfunnel/engine"
+	"github.com/mailfunnel/mailfunnel/event"
+	"github.com/mailfunnel/mailfunnel/storage"
+	"github.com/mailfunnel/mailfunnel/storage/storagetest"
+)
+
+var base = time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+
+// randomStream makes n events over a few campaigns and recipients, with
+// redeliveries, out-of-order times (microsecond precision, spread over two
+// hours), mixed-case and padded addresses, and every event type.
+func randomStream(rng *rand.Rand, n int) []event.Event {
+	types := event.Types()
+	out := make([]event.Event, 0, n)
+	for i := 0; i < n; i++ {
+		if i > 0 && rng.IntN(10) == 0 {
+			out = append(out, out[rng.IntN(len(out))]) // redelivery
+			continue
+		}
+		r := fmt.Sprintf("user%d@Example.com", rng.IntN(40))
+		switch rng.IntN(4) {
+		case 0:
+			r = strings.ToUpper(r)
+		case 1:
+			r = "  " + r + " "
+		}
+		acct := "a1"
+		if rng.IntN(5) == 0 {
+			acct = "a2"
+		}
+		typ := types[rng.IntN(len(types))]
+		out = append(out, event.Event{
+			Source: "sp", Provider: "sendpulse", ProviderEvent: typ.String(), Type: typ,
+			Account: acct, Campaign: fmt.Sprintf("c%d", rng.IntN(3)), Recipient: r,
+			RecipientDomain: event.Domain(r),
+			EventTime:       base.Add(time.Duration(rng.Int64N(int64(2 * time.Hour)))).Truncate(time.Microsecond),
+			ReceivedTime:    base, MessageID: fmt.Sprint(i),
+		})
+	}
+	return out
+}
+
+// naiveFunnel recomputes the contract's funnel from the accepted events,
+// as directly as possible.
+func naiveFunnel(events []event.Event, ref engine.CampaignRef, r engine.Range) map[string]engine.Count {
+	in := func(t time.Time) bool {
+		return (r.From.IsZero() || !t.Before(r.From)) && (r.To.IsZero() || t.Before(r.To))
+	}
+	stageOf := map[event.Type][]string{
+		event.Sent: {"sent"}, event.Delivered: {"sent", "delivered"},
+		event.Opened: {"sent", "delivered", "opened"}, event.Clicked: {"sent", "delivered", "opened", "clicked"},
+		event.SoftBounce: {"sent", "soft_bounced"}, event.HardBounce: {"sent", "hard_bounced"},
+		event.Undelivered: {"sent", "undelivered"}, event.Unsubscribed: {"sent", "unsubscribed"},
+		event.Complained: {"sent", "complained"},
+	}
+	typeOf := map[string]event.Type{
+		"sent": event.Sent, "delivered": event.Delivered, "opened": event.Opened, "clicked": event.Clicked,
+		"soft_bounced": event.SoftBounce, "hard_bounced": event.HardBounce, "undelivered": event.Undelivered,
+		"unsubscribed": event.Unsubscribed, "complained": event.Complained,
+	}
+	first := map[string]map[string]time.Time{}
+	out := map[string]engine.Count{}
+	for _, e := range events {
+		if e.Source != ref.Source || e.Account != ref.Account || e.Campaign != ref.Campaign {
+			continue
+		}
+		for name, typ := range typeOf {
+			if e.Type == typ && in(e.EventTime) {
+				c := out[name]
+				c.Events++
+				out[name] = c
+			}
+		}
+		rec := strings.ToLower(strings.TrimSpace(e.Recipient))
+		for _, st := range stageOf[e.Type] {
+			if first[st] == nil {
+				first[st] = map[string]time.Time{}
+			}
+			if t, ok := first[st][rec]; !ok || e.EventTime.Before(t) {
+				first[st][rec] = e.EventTime
+			}
+		}
+	}
+	for st, m := range first {
+		for _, t := range m {
+			if in(t) {
+				c := out[st]
+				c.Recipients++
+				out[st] = c
+			}
+		}
+	}
+	for name := range typeOf {
+		if _, ok := out[name]; !ok {
+			out[name] = engine.Count{}
+		}
+	}
+	return out
+}
+
+func flatten(f *engine.Funnel) map[string]engine.Count {
+	out := map[string]engine.Count{}
+	for k, v := range f.Stages {
+		out[k] = v
+	}
+	for k, v := range f.Outcomes {
+		out[k] = v
+	}
+	return out
+}
+
+func accepted(t *testing.T, l *storage.Log) []event.Event {
+	var out []event.Event
+	require.NoError(t, l.ReadFrom(context.Background(), 1, func(e *event.Event) error {
+		out = append(out, *e)
+		return nil
+	}))
+	return out
+}
+
+// TestFunnelMatchesNaiveModel checks the engine against the naive model
+// over seeded random streams, applied in random batches with restarts of
+// the engine in between (state must survive via the checkpoint), and with
+// random from/to ranges at minute and microsecond precision.
+func TestFunnelMatchesNaiveModel(t *testing.T) {
+	for seed := uint64(1); seed <= 8; seed++ {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(seed, seed))
+			l := storagetest.New(t)
+			dir := t.TempDir()
+			cfg := engine.DefaultConfig(dir)
+			cfg.BatchEvents = 1 + rng.IntN(50)
+			cfg.RecipientCache = 1 + rng.IntN(20) // force evictions
+			cfg.CounterCache = 1 + rng.IntN(50)
+			stream := randomStream(rng, 600)
+			for len(stream) > 0 {
+				n := min(len(stream), 1+rng.IntN(150))
+				_, err := l.AppendCtx(stream[:n]...)
+				require.NoError(t, err)
+				stream = stream[n:]
+				eng, err := engine.Open(cfg, l)
+				require.NoError(t, err)
+				require.NoError(t, eng.CatchUp(context.Background(), nil))
+				require.Equal(t, l.LastSeq(), eng.Applied())
+				require.NoError(t, eng.Close())
+			}
+			events := accepted(t, l)
+			eng, err := engine.Open(cfg, l)
+			require.NoError(t, err)
+			defer eng.Close()
+
+			ranges := []engine.Range{{}}
+			for i := 0; i < 6; i++ {
+				a := base.Add(time.Duration(rng.Int64N(int64(2 * time.Hour))))
+				b := a.Add(time.Duration(rng.Int64N(int64(time.Hour))))
+				if i%2 == 0 {
+					a, b = a.Truncate(time.Minute), b.Truncate(time.Second)
+				} else {
+					a, b = a.Truncate(time.Microsecond), b.Truncate(time.Microsecond)
+				}
+				ranges = append(ranges, engine.Range{From: a, To: b}, engine.Range{From: a}, engine.Range{To: b})
+			}
+			for _, acct := range []string{"a1", "a2"} {
+				for c := 0; c < 3; c++ {
+					ref := engine.CampaignRef{Source: "sp", Account: acct, Campaign: fmt.Sprintf("c%d", c)}
+					for _, r := range ranges {
+						f, err := eng.Funnel(ref, r)
+						require.NoError(t, err)
+						require.Equal(t, naiveFunnel(events, ref, r), flatten(f), "seed %d %+v range %v..%v", seed, ref, r.From, r.To)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestFunnelResolveAccount(t *testing.T) {
+	l := storagetest.New(t)
+	mk := func(acct, camp string) event.Event {
+		return event.Event{Source: "sp", Provider: "sendpulse", ProviderEvent: "delivered", Type: event.Delivered,
+			Account: acct, Campaign: camp, Recipient: "a@b.c", RecipientDomain: "b.c", EventTime: base, ReceivedTime: base}
+	}
+	_, err := l.AppendCtx(mk("x", "c1"), mk("y", "c1"), mk("x", "c2"))
+	require.NoError(t, err)
+	eng, err := engine.Open(engine.DefaultConfig(t.TempDir()), l)
+	require.NoError(t, err)
+	defer eng.Close()
+	require.NoError(t, eng.CatchUp(context.Background(), nil))
+
+	_, err = eng.Funnel(engine.CampaignRef{Source: "sp", Campaign: "c1"}, engine.Range{})
+	var amb *engine.AmbiguousError
+	require.ErrorAs(t, err, &amb)
+	require.Equal(t, []string{"x", "y"}, amb.Accounts)
+
+	f, err := eng.Funnel(engine.CampaignRef{Source: "sp", Campaign: "c2"}, engine.Range{})
+	require.NoError(t, err)
+	require.Equal(t, "x", f.Account)
+	require.EqualValues(t, 1, f.Stages["delivered"].Recipients)
+	require.InDelta(t, 1.0, f.Rates["delivery"], 1e-12)
+
+	_, err = eng.Funnel(engine.CampaignRef{Source: "sp", Campaign: "nope"}, engine.Range{})
+	require.ErrorIs(t, err, engine.ErrNotFound)
+
+	cs, err := eng.Campaigns("")
+	require.NoError(t, err)
+	require.Len(t, cs, 3)
+	require.Equal(t, engine.CampaignInfo{Source: "sp", Account: "x", Campaign: "c1", FirstEvent: base, LastEvent: base, Events: 1}, cs[0])
+}
+
+func TestRunFollowsLog(t *testing.T) {
+	l := storagetest.New(t)
+	eng, err := engine.Open(engine.DefaultConfig(t.TempDir()), l)
+	require.NoError(t, err)
+	defer eng.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- eng.Run(ctx) }()
+	rng := rand.New(rand.NewPCG(7, 7))
+	for i := 0; i < 5; i++ {
+		res, err := l.AppendCtx(randomStream(rng, 20)...)
+		require.NoError(t, err)
+		wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		require.NoError(t, eng.WaitApplied(wctx, res.LastSeq))
+		wcancel()
+	}
+	cancel()
+	require.NoError(t, <-done)
+	require.Equal(t, l.LastSeq(), eng.Applied())
+	require.Zero(t, eng.Lag())
+}
