@@ -1,0 +1,323 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/mailfunnel/mailfunnel/engine"
+	"github.com/mailfunnel/mailfunnel/ingest"
+	"github.com/mailfunnel/mailfunnel/ingest/emblue"
+	"github.com/mailfunnel/mailfunnel/ingest/sendpulse"
+	"github.com/mailfunnel/mailfunnel/internal/secret"
+	"github.com/mailfunnel/mailfunnel/query"
+	"github.com/mailfunnel/mailfunnel/storage"
+)
+
+// ServeCommand runs the server.
+type ServeCommand struct {
+	main *Main
+
+	addr           string
+	data           dataFlags
+	ingestToken    string
+	apiToken       string
+	bodyLimit      int
+	dedupeHorizon  time.Duration
+	sourceTZ       string
+	maxLag         uint64
+	readyLag       uint64
+	maxInFlight    int
+	recipientCache int
+	gcInterval     time.Duration
+	shutdownWait   time.Duration
+	logLevel       string
+	logFormat      string
+}
+
+// dataFlags are the flags shared by serve, export and rebuild.
+type dataFlags struct {
+	dir            string
+	exportDir      string
+	exportInterval time.Duration
+}
+
+func (d *dataFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&d.dir, "data", "./data", "directory for the event log, engine state, tokens and default exports")
+	fs.StringVar(&d.exportDir, "export-dir", "", "where Parquet exports go (default <data>/exports)")
+}
+
+func (d *dataFlags) logDir() string   { return filepath.Join(d.dir, "log") }
+func (d *dataFlags) stateDir() string { return filepath.Join(d.dir, "state") }
+func (d *dataFlags) exports() string {
+	if d.exportDir != "" {
+		return d.exportDir
+	}
+	return filepath.Join(d.dir, "exports")
+}
+
+func (s *ServeCommand) flags() *flag.FlagSet {
+	fs := flag.NewFlagSet("mailfunnel serve", flag.ContinueOnError)
+	fs.SetOutput(s.main.Stderr)
+	fs.StringVar(&s.addr, "addr", "127.0.0.1:8080", "listen address")
+	s.data.register(fs)
+	fs.DurationVar(&s.data.exportInterval, "export-interval", 5*time.Minute, "how often the periodic Parquet export runs (0 turns it off)")
+	fs.StringVar(&s.ingestToken, "ingest-token", "", "secret webhook senders present (default: generated on first start, kept in <data>/ingest.token)")
+	fs.StringVar(&s.apiToken, "api-token", "", "secret query clients present (default: generated on first start, kept in <data>/api.token)")
+	fs.IntVar(&s.bodyLimit, "body-limit", 10<<20, "largest webhook body in bytes; larger bodies get 413")
+	fs.DurationVar(&s.dedupeHorizon, "dedupe-horizon", 7*24*time.Hour, "how long a delivered event is remembered to drop redeliveries")
+	fs.StringVar(&s.sourceTZ, "source-tz", "", "time zones of sources whose timestamps carry none, as name=Zone[,name=Zone], e.g. emblue=America/Argentina/Buenos_Aires (default UTC)")
+	fs.Uint64Var(&s.maxLag, "max-lag", 5_000_000, "answer webhooks 503 while the engine is more than this many events behind the log (0: never)")
+	fs.Uint64Var(&s.readyLag, "ready-lag", 10_000, "/readyz fails while the engine is more than this many events behind")
+	fs.IntVar(&s.maxInFlight, "max-in-flight", 2048, "webhook requests processed at once; more wait up to 1s, then get 503")
+	fs.IntVar(&s.recipientCache, "recipient-cache", 500_000, "per-recipient funnel states kept in memory (the rest stay in the state store)")
+	fs.DurationVar(&s.gcInterval, "gc-interval", 10*time.Minute, "how often Badger value-log garbage collection runs (0 turns it off)")
+	fs.DurationVar(&s.shutdownWait, "shutdown-timeout", 15*time.Second, "how long shutdown waits for in-flight requests")
+	fs.StringVar(&s.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&s.logFormat, "log-format", "text", "text or json")
+	return fs
+}
+
+func parseLocations(spec string) (map[string]*time.Location, error) {
+	out := map[string]*time.Location{}
+	for _, part := range strings.Split(spec, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		name, zone, ok := strings.Cut(part, "=")
+		if !ok {
+			return nil, fmt.Errorf("--source-tz %q: want name=Zone", part)
+		}
+		loc, err := time.LoadLocation(zone)
+		if err != nil {
+			return nil, fmt.Errorf("--source-tz %q: %w", part, err)
+		}
+		out[name] = loc
+	}
+	return out, nil
+}
+
+// token returns the flag's value or the token kept in the data dir,
+// generating it on first start (and logging it, once).
+func token(logger *slog.Logger, given, dir, name string) (string, error) {
+	if given != "" {
+		return given, nil
+	}
+	t, created, err := secret.LoadOrCreate(filepath.Join(dir, name+".token"))
+	if err != nil {
+		return "", err
+	}
+	if created {
+		logger.Info("generated "+name+" token; it is kept in the data dir and not logged again",
+			"token", t, "file", filepath.Join(dir, name+".token"))
+	}
+	return t, nil
+}
+
+// Run starts the server and blocks until ctx ends or a component fails.
+func (s *ServeCommand) Run(ctx context.Context, args []string) error {
+	fs := s.flags()
+	if err := parseFlags(fs, args, s.main.Getenv); err != nil {
+		return err
+	}
+	logger, err := newLogger(s.main.Stderr, s.logLevel, s.logFormat)
+	if err != nil {
+		return err
+	}
+	locs, err := parseLocations(s.sourceTZ)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(s.data.dir, 0o755); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	ingestToken, err := token(logger, s.ingestToken, s.data.dir, "ingest")
+	if err != nil {
+		return err
+	}
+	apiToken, err := token(logger, s.apiToken, s.data.dir, "api")
+	if err != nil {
+		return err
+	}
+
+	start := time.Now()
+	lcfg := storage.DefaultConfig(s.data.logDir())
+	lcfg.DedupeHorizon = s.dedupeHorizon
+	lcfg.Logger = logger.With("component", "storage")
+	log, err := storage.Open(lcfg)
+	if errors.Is(err, storage.ErrLocked) {
+		return fmt.Errorf("%w: is another 'mailfunnel serve' running on %s?", err, s.data.dir)
+	}
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := log.Close(); err != nil {
+			logger.Error("close event log", "err", err)
+		}
+	}()
+	ecfg := engine.DefaultConfig(s.data.stateDir())
+	ecfg.RecipientCache = s.recipientCache
+	ecfg.Logger = logger.With("component", "engine")
+	eng, err := engine.Open(ecfg, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := eng.Close(); err != nil {
+			logger.Error("close engine state", "err", err)
+		}
+	}()
+	logger.Info("opened data dir", "dir", s.data.dir, "last_seq", log.LastSeq(), "applied", eng.Applied(),
+		"duration", time.Since(start))
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerEngineMetrics(reg, log, eng)
+
+	var draining atomic.Bool
+	overloaded := func() error {
+		if lag := eng.Lag(); s.maxLag > 0 && lag > s.maxLag {
+			return fmt.Errorf("engine is %d events behind the log (limit --max-lag %d)", lag, s.maxLag)
+		}
+		return nil
+	}
+	ing, err := ingest.NewServer(ingest.Config{
+		Token: ingestToken, MaxInFlight: s.maxInFlight, Locations: locs, Overloaded: overloaded,
+		Logger: logger.With("component", "ingest"), Registerer: reg,
+	}, log, log, sendpulse.New(), emblue.New())
+	if err != nil {
+		return err
+	}
+	api, err := query.New(query.Config{Token: apiToken, Logger: logger.With("component", "query")}, eng, log)
+	if err != nil {
+		return err
+	}
+
+	app := newApp(s.bodyLimit, reg)
+	ready := func() (bool, string, map[string]any) {
+		lag := eng.Lag()
+		d := map[string]any{"lag": lag, "applied": eng.Applied(), "last_seq": log.LastSeq()}
+		switch {
+		case draining.Load():
+			return false, "shutting down", d
+		case lag > s.readyLag:
+			return false, fmt.Sprintf("engine is %d events behind the log", lag), d
+		}
+		return true, "", d
+	}
+	query.MountProbes(app, ready, reg)
+	ing.Mount(app)
+	api.Mount(app)
+	app.Use(func(c *fiber.Ctx) error {
+		return query.Error(c, fiber.StatusNotFound, fmt.Sprintf("no route %s %s", c.Method(), c.Path()))
+	})
+
+	ln, err := net.Listen("tcp", s.addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", s.addr, err)
+	}
+	if err := writeServerInfo(s.data.dir, ln.Addr().String()); err != nil {
+		logger.Warn("write server info", "err", err)
+	}
+	defer os.Remove(filepath.Join(s.data.dir, serverInfoFile))
+	logger.Info("listening", "addr", ln.Addr().String(), "version", version())
+
+	engCtx, engCancel := context.WithCancel(context.Background())
+	defer engCancel()
+	g, gctx := errgroup.WithContext(context.Background())
+	g.Go(func() error { return eng.Run(engCtx) })
+	g.Go(func() error { return app.Listener(ln) })
+	if s.gcInterval > 0 {
+		g.Go(func() error { return runGC(engCtx, s.gcInterval, log, logger) })
+	}
+	g.Go(func() error {
+		select {
+		case <-ctx.Done():
+			logger.Info("shutting down", "cause", context.Cause(ctx))
+		case <-gctx.Done():
+			logger.Error("a component failed; shutting down")
+		}
+		if s.main.stopSignals != nil {
+			s.main.stopSignals() // a second signal now kills at once
+		}
+		draining.Store(true)
+		t := time.Now()
+		if err := app.ShutdownWithTimeout(s.shutdownWait); err != nil {
+			logger.Warn("http shutdown", "err", err)
+		}
+		logger.Info("http server stopped", "duration", time.Since(t))
+		t = time.Now()
+		engCancel()
+		logger.Info("engine stopping", "lag", eng.Lag())
+		_ = t
+		return nil
+	})
+	err = g.Wait()
+	logger.Info("engine stopped", "applied", eng.Applied(), "last_seq", log.LastSeq())
+	return err
+}
+
+func runGC(ctx context.Context, every time.Duration, log *storage.Log, logger *slog.Logger) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := log.RunGC(); err != nil {
+				logger.Warn("value log gc", "err", err)
+			}
+		}
+	}
+}
+
+const serverInfoFile = "server.json"
+
+// writeServerInfo records where the running server listens, so that
+// 'mailfunnel export' can ask it to export instead of touching the locked
+// data dir.
+func writeServerInfo(dir, addr string) error {
+	b, err := json.Marshal(map[string]any{"addr": addr, "pid": os.Getpid()})
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, serverInfoFile+".tmp")
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, serverInfoFile))
+}
+
+func registerEngineMetrics(reg *prometheus.Registry, log *storage.Log, eng *engine.Engine) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mailfunnel_log_last_seq", Help: "Sequence of the newest durable event."},
+			func() float64 { return float64(log.LastSeq()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mailfunnel_engine_applied_seq", Help: "Sequence of the last event applied and committed by the engine."},
+			func() float64 { return float64(eng.Applied()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mailfunnel_engine_lag_events", Help: "Durable events not yet applied by the engine."},
+			func() float64 { return float64(eng.Lag()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mailfunnel_engine_commits_total", Help: "State transactions committed by the engine."},
+			func() float64 { return float64(eng.Stats().Commits) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mailfunnel_log_lsm_bytes", Help: "Size of the event log's LSM tree."},
+			func() float64 { l, _ := log.Size(); return float64(l) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mailfunnel_log_vlog_bytes", Help: "Size of the event log's value log."},
+			func() float64 { _, v := log.Size(); return float64(v) }),
+	)
+}

@@ -1,0 +1,118 @@
+package query
+
+import (
+	"bytes"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/mailfunnel/mailfunnel/engine"
+)
+
+// ArrowStream is the media type of the Arrow IPC streaming format.
+const ArrowStream = "application/vnd.apache.arrow.stream"
+
+func wantsArrow(c *fiber.Ctx) bool {
+	return strings.Contains(c.Get(fiber.HeaderAccept), ArrowStream)
+}
+
+// writeArrow answers with rec as a one-batch Arrow IPC stream and releases it.
+func writeArrow(c *fiber.Ctx, rec arrow.Record) error {
+	defer rec.Release()
+	var buf bytes.Buffer
+	w := ipc.NewWriter(&buf, ipc.WithSchema(rec.Schema()), ipc.WithAllocator(memory.DefaultAllocator))
+	if err := w.Write(rec); err != nil {
+		return fmt.Errorf("write arrow record: %w", err)
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("close arrow stream: %w", err)
+	}
+	c.Set(fiber.HeaderContentType, ArrowStream)
+	return c.Send(buf.Bytes())
+}
+
+var tsUTC = &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}
+
+// funnelRecord flattens a funnel into one row per stage and outcome, the
+// shape data tools want: (source, account, campaign, kind, name,
+// recipients, events). Rates are derivable and left to the tool.
+func funnelRecord(f *engine.Funnel) arrow.Record {
+	schema := arrow.NewSchema([]arrow.Field{
+		{Name: "source", Type: arrow.BinaryTypes.String},
+		{Name: "account", Type: arrow.BinaryTypes.String},
+		{Name: "campaign", Type: arrow.BinaryTypes.String},
+		{Name: "kind", Type: arrow.BinaryTypes.String},
+		{Name: "name", Type: arrow.BinaryTypes.String},
+		{Name: "recipients", Type: arrow.PrimitiveTypes.Int64},
+		{Name: "events", Type: arrow.PrimitiveTypes.Int64},
+	}, nil)
+	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+	defer b.Release()
+	row := func(kind, name string, c engine.Count) {
+		b.Field(0).(*array.StringBuilder).Append(f.Source)
+		b.Field(1).(*array.StringBuilder).Append(f.Account)
+		b.Field(2).(*array.StringBuilder).Append(f.Campaign)
+		b.Field(3).(*array.StringBuilder).Append(kind)
+		b.Field(4).(*array.StringBuilder).Append(name)
+		b.Field(5).(*array.Int64Builder).Append(c.Recipients)
+		b.Field(6).(*array.Int64Builder).Append(c.Events)
+	}
+	for _, n := range engine.StageNames {
+		row("stage", n, f.Stages[n])
+	}
+	for _, n := range engine.OutcomeNames {
+		row("outcome", n, f.Outcomes[n])
+	}
+	return b.NewRecord()
+}
+
+func campaignsRecord(cs []engine.CampaignInfo) arrow.Record {
+	schema := arrow.NewSchema([]arrow.Field{
+		{Name: "source", Type: arrow.BinaryTypes.String},
+		{Name: "account", Type: arrow.BinaryTypes.String},
+		{Name: "campaign", Type: arrow.BinaryTypes.String},
+		{Name: "first_event", Type: tsUTC},
+		{Name: "last_event", Type: tsUTC},
+		{Name: "events", Type: arrow.PrimitiveTypes.Int64},
+	}, nil)
+	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+	defer b.Release()
+	for _, c := range cs {
+		b.Field(0).(*array.StringBuilder).Append(c.Source)
+		b.Field(1).(*array.StringBuilder).Append(c.Account)
+		b.Field(2).(*array.StringBuilder).Append(c.Campaign)
+		b.Field(3).(*array.TimestampBuilder).Append(arrow.Timestamp(c.FirstEvent.UnixMicro()))
+		b.Field(4).(*array.TimestampBuilder).Append(arrow.Timestamp(c.LastEvent.UnixMicro()))
+		b.Field(5).(*array.Int64Builder).Append(c.Events)
+	}
+	return b.NewRecord()
+}
+
+// timeseriesRecord is the long form of a time series: one row per window
+// and event type.
+func timeseriesRecord(pts []engine.Point) arrow.Record {
+	schema := arrow.NewSchema([]arrow.Field{
+		{Name: "start", Type: tsUTC},
+		{Name: "type", Type: arrow.BinaryTypes.String},
+		{Name: "events", Type: arrow.PrimitiveTypes.Int64},
+	}, nil)
+	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+	defer b.Release()
+	for _, p := range pts {
+		for _, typ := range sortedKeys(p.Counts) {
+			b.Field(0).(*array.TimestampBuilder).Append(arrow.Timestamp(p.Start.UnixMicro()))
+			b.Field(1).(*array.StringBuilder).Append(typ)
+			b.Field(2).(*array.Int64Builder).Append(p.Counts[typ])
+		}
+	}
+	return b.NewRecord()
+}
+
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
