@@ -27,22 +27,26 @@ var textRules = []rule{
 	{reason: "suppressed", pats: []string{
 		"has suppressed sending to this address", "on the suppression list", "on your suppression list",
 		"on the account-level suppression list", "not delivering to previously bounced address",
-		"previously bounced", "bounced address", "marked as inactive", "not delivering to a user who",
+		"previously bounced", "bounced address", "unsubscribed address", "spam reporting address", "marked as inactive", "not delivering to a user who",
 		"not delivering to unsubscribed", "address is suppressed", "recipient is suppressed",
 	}},
 
 	// Tier 1: causes that must beat generic phrases, in the order of §5.
 	{reason: "greylisted", pats: []string{
 		"greylist", "graylist", "grey-list", "gray-list", "grey list", "gray list", "grauliste",
-		`try again in \d`, "address verification in progress", "verification in progress",
-		"rechazo temporal...greylisting",
+		"address verification in progress", "verification in progress", "rechazo temporal...greylisting",
+	}},
+	// "Try again in 300 seconds" is greylisting's signature, but a rate limit
+	// may say the same ("too many connections, try again in 5 minutes").
+	{reason: "greylisted", pats: []string{`try again in \d`}, unless: []string{
+		"too many", "rate limit", "limit exceeded", "frequency", "too fast", "too quickly",
 	}},
 	// SES: a duplicate DKIM-Signature header is a header error, not a failed
 	// signature.
 	{reason: "content_error", pats: []string{"duplicate header 'dkim-signature'", `duplicate header "dkim-signature"`}},
 	{reason: "auth_failure", pats: []string{
 		`\bspf\b`, `\bdkim\b`, `\bdmarc\b`, "arc validation", "not aligned with", "unauthenticated email",
-		"sender is unauthenticated", "fails to pass authentication checks", "authentication checks",
+		"sender is unauthenticated", "mail is unauthenticated", "message is unauthenticated", "fails to pass authentication checks", "authentication checks",
 		"required authentication level", "domainkeys", "sender policy framework", "sender id verification",
 		"dkim-signature",
 	}},
@@ -87,7 +91,7 @@ var textRules = []rule{
 		"number of messages...exceeded the local limit", "insufficient disk space&&mailbox",
 		"insufficient disk space&&user", "insufficient disk space&&recipient", "boite du destinataire pleine",
 		"boite pleine", "boite aux lettres pleine", "boite de reception pleine", "boite mail pleine",
-		"boite est pleine", "casella piena", "casella di posta piena", "casella postale piena", "casella e piena",
+		"boite est pleine", "casella piena", "casella di posta piena", "casella postale piena", "mailbox piena", "casella di posta e piena", `\bist voll\b`, "speicher voll", "excedido su cuota", "casella e piena",
 		"buzon lleno", "buzon esta lleno", "buzon de correo lleno", "casilla llena", "casilla esta llena",
 		"caixa postal cheia", "caixa de correio cheia", "caixa cheia", "caixa postal esta cheia", "caixa esta cheia",
 		"postfach voll", "postfach ist voll", "mailbox voll", "mailbox ist voll", "speicherplatz",
@@ -113,7 +117,7 @@ var textRules = []rule{
 		"exceeded...limit for the number of messages", "limit for the number of messages", "too many recent messages",
 		"too many messages", "sent to too many recipients", "daily user sending limit", "sending limit",
 		"daily relay quota", "relay quota", "queue quota exceeded", "exceeded permitted limits", "sending quota",
-		"submission quota", "daily limit", "hourly limit", "throttl", "too many sessions", "connection limit",
+		"submission quota", "daily limit", "hourly limit", "throttl", "too many sessions", "reciplimit", "connection limit",
 		"message rate", "sending rate", "слишком много", "demasiados mensajes", "trop de messages",
 		"zu viele", "troppi messaggi",
 	}},
@@ -124,7 +128,7 @@ var textRules = []rule{
 		"(bl)", "blokeeris", "you are not allowed to connect", "your access to submit messages to this e-mail system has been rejected",
 		"smtp server of your isp", "ip not in whitelist", "not authorized to send email directly to our servers",
 		"host network not allowed", "policy restrictions (ip based)", "access denied, rejected by recipient",
-		"traffic not accepted from this ip", "bad helo", "ers-customized-block", "block for spam", ":blocked)",
+		"traffic not accepted from this ip", "helo command rejected", "client blocked", `\bip...gesperrt`, "bad helo", "ers-customized-block", "block for spam", ":blocked)",
 		"dynamic ip", "dynamic address", "dialup", "dial-up", "residential ip", "from your country",
 		"connections not accepted from", "connection refused by policy", "your ip has been", "your ip address has been",
 		"sending ip is", "has been banned", "ip gesperrt", "ip bloccat", "ip заблокирован", "ip-адрес заблокирован",
@@ -168,7 +172,7 @@ var textRules = []rule{
 	{reason: "mailbox_disabled", pats: []string{
 		`\bdisabled\b`, `\binactive\b`, "deactivated", `\bsuspended\b`, "account is locked", "temporary locked",
 		"temporarily locked", "mailbox is locked", "account locked", "mailbox locked", `\bfrozen\b`,
-		"blocked due to inactivity", "no longer active", "expired account", "account expired", "account has expired",
+		"blocked due to inactivity", "no longer active", "expired account", "account expired", "account has expired", "mailbox expired",
 		"discontinued", "le compte du destinataire est bloque", "compte bloque", "compte desactive",
 		"recipient address rejected: inactive", "policy rejection on the target address", "account is blocked",
 		"account has been blocked", "mailbox is blocked", "mailbox has been blocked", "recipient account is blocked",
@@ -185,7 +189,7 @@ var textRules = []rule{
 	}},
 	{reason: "host_unknown", pats: []string{
 		"domain does not exist", "domain doesn't exist", "no such domain", "domain not found", "domain name not found",
-		"nxdomain", "unknown domain", "domain unknown", "invalid domain", "domain is invalid", "domain name is invalid",
+		"nxdomain", "nonexistentdomain", "nonexistent domain", "non-existent domain", "dominio inesistente", "unknown domain", "domain unknown", "invalid domain", "domain is invalid", "domain name is invalid",
 		"dominio no existe", "dominio inexistente", "domaine inexistant", "domaine n'existe pas", "domain existiert nicht",
 		"dominio non esiste", "домен не существует", "домен не найден", "unbekannte domain", "domain unbekannt",
 		"dominio nao existe",
@@ -218,7 +222,7 @@ var textRules = []rule{
 		`\bunbekannt\b`, "existiert nicht", "gibt es nicht", "ungultige empfanger", "ungultiger empfanger",
 		"ungultige adresse", "kein postfach", "пользователь не найден", "нет такого пользователя",
 		"такого пользователя нет", "не существует", "неизвестный пользователь", "несуществующ", "адресат не найден",
-		"ящик не найден", "получатель не найден", "bestaat niet", "gebruiker onbekend", "nie istnieje",
+		"ящик не найден", "адрес не найден", "не найден", "получатель не найден", "bestaat niet", "gebruiker onbekend", "nie istnieje",
 		"nieznany uzytkownik", "neexistuje", "bulunamadi", "用户不存在", "收件人不存在", "地址不存在", "宛先不明",
 	}},
 	// Exchange Online answers "Recipient address rejected: Access denied" for
@@ -255,7 +259,7 @@ var textRules = []rule{
 		"invalid sender", "sender invalid", "emetteur invalide", "from: domain is invalid", "need fully-qualified address",
 		"purported responsible address", "envelope blocked", "administrative prohibition", "blocked senders",
 		"blocked sender", "block-send-er", "invalid dns mx or a/aaaa", "sender not allowed", "sender denied",
-		"sender blocked", "sender is blocked", "sender address blocked", "bad sender", "remetente invalido",
+		"sender blocked", "address is not verified", "identities failed the check", "sender is blocked", "sender address blocked", "bad sender", "remetente invalido",
 		"remitente no valido", "expediteur invalide",
 	}},
 	// Symantec/MessageLabs "Message filtered. Refer to the Troubleshooting
@@ -268,7 +272,8 @@ var textRules = []rule{
 		"not authenticated by the organization", "message filtered", "mailbox delivery restricted by policy",
 		"delivery restricted", "rejected by destination domain", "recipient has blocked", "does not accept mail from you",
 		"does not want to receive", "only accepts mail from", "restricted to internal", "not allowed to send to this group",
-		"not authorized to send to", "recipient's settings",
+		"not authorized to send to", "notauthenticatedforgroup", "sendernotauthenticated", "delivery restriction",
+		"restrictedtorecipientspermission", "resolver.rst.notauthorized", "list of senders to accept mail from", "recipient's settings",
 	}},
 	{reason: "content_error", pats: []string{
 		"header error", "rfc 5322", "rfc5322", "rfc 2822", "rfc2822", "rfc 822", "not rfc compliant",
@@ -279,7 +284,7 @@ var textRules = []rule{
 	}},
 	{reason: "spam_content", pats: []string{
 		"spam", "unsolicited", `\bube\b`, `\bbulk\b`, "content rejected", "content denied", "scored as spam",
-		"suspicion of spam", "mcspamsignature", `\bjunk\b`, "phishing", "nature of the content", "content filter",
+		"suspicion of spam", "mcspamsignature", "dt:spm", `\bjunk\b`, "phishing", "nature of the content", "content filter",
 		"спам", "correo no deseado", "no deseado", "indesejad", "spamverdacht", "unerwunscht", "indesiderat",
 	}},
 	{reason: "policy_rejected", pats: []string{
