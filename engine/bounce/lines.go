@@ -51,7 +51,7 @@ func ClassifyLines(r io.Reader, w io.Writer) error {
 				out = lineError{Error: fmt.Sprintf("line %d: %v", n, perr)}
 			} else {
 				res := Classify(in)
-				out = lineOutput{Class: res.Class, Reason: res.Reason, Status: res.Status, Code: res.Code, Rule: res.Rule}
+				out = lineOutput(res)
 			}
 			b, merr := json.Marshal(out)
 			if merr != nil {

@@ -243,7 +243,7 @@ var textRules = []rule{
 		`\bno mx\b`, "null mx", "does not accept mail", "doesn't receive email", "doesn't accept email",
 		"indicated no smtp service", "no smtp service", "able to find the recipient domain",
 		"domain...couldn't be found", "domain...could not be found", "no mail exchanger", "no valid mx",
-		"has no mail server", "unable to route", "no route for domain",
+		"has no mail server",
 	}},
 
 	// Tier 3: policy, sender and recipient filters.
