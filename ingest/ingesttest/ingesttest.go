@@ -370,7 +370,7 @@ func Golden(t *testing.T, a ingest.Adapter, dir string) {
 				return
 			}
 			want, err := os.ReadFile(golden)
-			require.NoError(t, err, "missing golden file: run `go test ./%s -run Golden -update` to create it", "<package>")
+			require.NoError(t, err, "missing golden file: run `go test -run Golden -update` in the adapter's package to create it")
 			require.Equal(t, string(want), string(got),
 				"%s differs from the adapter's output; if the change is intended, run `go test -run Golden -update` in the package and review the diff", golden)
 		})

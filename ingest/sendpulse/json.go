@@ -16,60 +16,103 @@ import (
 // from it produce them. Replacing instead of deleting keeps byte offsets in
 // error messages equal to offsets in the body the sender posted.
 //
-// body is never modified: the first comma found makes a copy in *scratch, so
-// the common case (no trailing comma) costs one scan and no copy. A comma is
-// only blanked after a value (not after '[', '{', ',' or ':'), so "[,]" stays
-// invalid.
+// body is never modified: the first comma found makes a copy in *scratch.
+// A comma is only blanked after a value (not after '[', '{', ',' or ':'),
+// so "[,]" stays invalid. Bodies without a ",]" or ",}" pattern anywhere,
+// the common case, are returned after a vectorised search for closers; the
+// exact pass skips strings with the same search.
 func blankTrailingCommas(scratch *[]byte, body []byte) []byte {
+	if !mayHaveTrailingComma(body) {
+		return body
+	}
 	out := body
 	copied := false
-	inString, escaped := false, false
-	var last byte // the last significant byte outside strings
 	for i := 0; i < len(body); i++ {
-		c := body[i]
-		if inString {
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-				last = '"'
-			}
-			continue
-		}
-		switch c {
-		case ' ', '\t', '\n', '\r':
-			continue
+		switch body[i] {
 		case '"':
-			inString = true
-			continue
+			i = stringEnd(body, i)
 		case ',':
-			if last != 0 && last != '[' && last != '{' && last != ',' && last != ':' && closesNext(body[i+1:]) {
+			if closesNext(body[i+1:]) && afterValue(body[:i]) {
 				if !copied {
 					*scratch = append((*scratch)[:0], body...)
 					out = *scratch
 					copied = true
 				}
 				out[i] = ' '
-				continue // last stays the value before the comma
 			}
 		}
-		last = c
 	}
 	return out
 }
 
+// mayHaveTrailingComma reports whether some ']' or '}' is preceded, across
+// white space, by a comma, ignoring whether either is inside a string.
+func mayHaveTrailingComma(body []byte) bool {
+	for _, closer := range [...]byte{']', '}'} {
+		for i := 0; ; {
+			j := bytes.IndexByte(body[i:], closer)
+			if j < 0 {
+				break
+			}
+			i += j
+			k := i - 1
+			for k >= 0 && isSpace(body[k]) {
+				k--
+			}
+			if k >= 0 && body[k] == ',' {
+				return true
+			}
+			i++
+		}
+	}
+	return false
+}
+
+// stringEnd returns the index of the quote that closes the string opening
+// at body[start], or len(body) when it is unterminated (the parser reports
+// that).
+func stringEnd(body []byte, start int) int {
+	for j := start + 1; ; j++ {
+		k := bytes.IndexByte(body[j:], '"')
+		if k < 0 {
+			return len(body)
+		}
+		j += k
+		backslashes := 0
+		for p := j - 1; p > start && body[p] == '\\'; p-- {
+			backslashes++
+		}
+		if backslashes%2 == 0 {
+			return j
+		}
+	}
+}
+
+// afterValue reports whether the last non-space byte of b ends a value, as
+// opposed to '[', '{', ',' or ':' (or nothing), after which a comma is an
+// error that must stay one.
+func afterValue(b []byte) bool {
+	k := len(b) - 1
+	for k >= 0 && isSpace(b[k]) {
+		k--
+	}
+	if k < 0 {
+		return false
+	}
+	switch b[k] {
+	case '[', '{', ',', ':':
+		return false
+	}
+	return true
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
 // closesNext reports whether b starts, after white space, with ']' or '}'.
 func closesNext(b []byte) bool {
 	for _, c := range b {
-		switch c {
-		case ' ', '\t', '\n', '\r':
-		case ']', '}':
-			return true
-		default:
-			return false
+		if !isSpace(c) {
+			return c == ']' || c == '}'
 		}
 	}
 	return false
