@@ -290,7 +290,7 @@ func decide(s *state) (reason, rule string) {
 			continue
 		}
 		r := &textRules[p.rule]
-		if r.cond != nil && !r.cond(s) {
+		if !r.cond.holds(s) {
 			continue
 		}
 		vetoed := false

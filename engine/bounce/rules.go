@@ -15,9 +15,10 @@ type rule struct {
 	// unless vetoes the whole rule when one of its patterns matches: the
 	// mailbox quota rule must not fire on a sender-side "sending quota".
 	unless []string
-	// cond is an extra test on the status and code; a rule with cond and no
-	// pats decides on cond alone.
-	cond func(*state) bool
+	// cond is an extra test on the status; a rule with cond and no pats
+	// decides on cond alone. It is a value, not a func, so that the per-call
+	// state stays on the stack.
+	cond condition
 	// name describes a cond-only rule in Result.Rule.
 	name string
 }
@@ -166,9 +167,7 @@ var textRules = []rule{
 		"access denied&&in reply to mail from command", "domain not found&&in reply to mail from command",
 		"not found&&in reply to mail from command", "invalid address&&in reply to mail from command",
 	}},
-	{reason: "sender_rejected", name: "status x.1.7/x.1.8 (sender)", cond: func(s *state) bool {
-		return s.subject == 1 && (s.detail == 7 || s.detail == 8)
-	}},
+	{reason: "sender_rejected", name: "status x.1.7/x.1.8 (sender)", cond: condSenderStatus},
 	{reason: "mailbox_disabled", pats: []string{
 		`\bdisabled\b`, `\binactive\b`, "deactivated", `\bsuspended\b`, "account is locked", "temporary locked",
 		"temporarily locked", "mailbox is locked", "account locked", "mailbox locked", `\bfrozen\b`,
@@ -229,9 +228,7 @@ var textRules = []rule{
 	// an address its directory does not know (DBEB); elsewhere "access
 	// denied" is weak.
 	{reason: "user_unknown", pats: []string{"access denied&&recipient address&&protection.outlook.com"}},
-	{reason: "user_unknown", pats: []string{"access denied"}, cond: func(s *state) bool {
-		return s.stClass == 5 && s.subject == 4 && s.detail == 1
-	}},
+	{reason: "user_unknown", pats: []string{"access denied"}, cond: condStatus541},
 	{reason: "has_moved", pats: []string{
 		"no longer on server", "has moved", "has been replaced by", "mailbox moved", "user moved",
 		"no forwarding address", "address has changed",
@@ -332,16 +329,36 @@ var textRules = []rule{
 	}},
 
 	// Weak patterns: only when nothing stronger matched (end of §5).
-	{reason: "user_unknown", pats: []string{"mailbox unavailable", "mailbox not available", "mailbox is unavailable"}, cond: func(s *state) bool {
-		return s.stClass == 5 && (s.subject == 1 || s.subject == 5 && s.detail == 0)
-	}},
+	{reason: "user_unknown", pats: []string{"mailbox unavailable", "mailbox not available", "mailbox is unavailable"}, cond: condRecipientStatus},
 	{reason: "user_unknown", pats: []string{"mailbox unavailable&&protection.outlook.com", "mailbox unavailable&&resolver."}},
-	{reason: "user_unknown", pats: []string{"address rejected", "recipient rejected"}, cond: func(s *state) bool {
-		return s.subject == 1
-	}},
+	{reason: "user_unknown", pats: []string{"address rejected", "recipient rejected"}, cond: condAddressStatus},
 	{reason: "policy_rejected", pats: []string{"access denied"}},
 	{reason: "system_error", pats: []string{"service unavailable"}},
 	{reason: "unknown", pats: []string{"transaction failed"}},
+}
+
+type condition uint8
+
+const (
+	condNone            condition = iota
+	condSenderStatus              // x.1.7 or x.1.8: the sender's address
+	condStatus541                 // 5.4.1, Exchange Online's recipient rejection
+	condRecipientStatus           // 5.1.x or 5.5.0 (Microsoft, La Poste)
+	condAddressStatus             // x.1.x
+)
+
+func (c condition) holds(s *state) bool {
+	switch c {
+	case condSenderStatus:
+		return s.subject == 1 && (s.detail == 7 || s.detail == 8)
+	case condStatus541:
+		return s.stClass == 5 && s.subject == 4 && s.detail == 1
+	case condRecipientStatus:
+		return s.stClass == 5 && (s.subject == 1 || s.subject == 5 && s.detail == 0)
+	case condAddressStatus:
+		return s.subject == 1
+	}
+	return true
 }
 
 // statusReason maps an enhanced status code to a reason (BOUNCES.md §4 and
