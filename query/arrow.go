@@ -24,7 +24,7 @@ func wantsArrow(c *fiber.Ctx) bool {
 }
 
 // writeArrow answers with rec as a one-batch Arrow IPC stream and releases it.
-func writeArrow(c *fiber.Ctx, rec arrow.Record) error {
+func writeArrow(c *fiber.Ctx, rec arrow.RecordBatch) error {
 	defer rec.Release()
 	var buf bytes.Buffer
 	w := ipc.NewWriter(&buf, ipc.WithSchema(rec.Schema()), ipc.WithAllocator(memory.DefaultAllocator))
@@ -43,7 +43,7 @@ var tsUTC = &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}
 // funnelRecord flattens a funnel into one row per stage and outcome, the
 // shape data tools want: (source, account, campaign, kind, name,
 // recipients, events). Rates are derivable and left to the tool.
-func funnelRecord(f *engine.Funnel) arrow.Record {
+func funnelRecord(f *engine.Funnel) arrow.RecordBatch {
 	schema := arrow.NewSchema([]arrow.Field{
 		{Name: "source", Type: arrow.BinaryTypes.String},
 		{Name: "account", Type: arrow.BinaryTypes.String},
@@ -70,10 +70,10 @@ func funnelRecord(f *engine.Funnel) arrow.Record {
 	for _, n := range engine.OutcomeNames {
 		row("outcome", n, f.Outcomes[n])
 	}
-	return b.NewRecord()
+	return b.NewRecordBatch()
 }
 
-func campaignsRecord(cs []engine.CampaignInfo) arrow.Record {
+func campaignsRecord(cs []engine.CampaignInfo) arrow.RecordBatch {
 	schema := arrow.NewSchema([]arrow.Field{
 		{Name: "source", Type: arrow.BinaryTypes.String},
 		{Name: "account", Type: arrow.BinaryTypes.String},
@@ -92,12 +92,12 @@ func campaignsRecord(cs []engine.CampaignInfo) arrow.Record {
 		b.Field(4).(*array.TimestampBuilder).Append(arrow.Timestamp(c.LastEvent.UnixMicro()))
 		b.Field(5).(*array.Int64Builder).Append(c.Events)
 	}
-	return b.NewRecord()
+	return b.NewRecordBatch()
 }
 
 // timeseriesRecord is the long form of a time series: one row per window
 // and event type.
-func timeseriesRecord(pts []engine.Point) arrow.Record {
+func timeseriesRecord(pts []engine.Point) arrow.RecordBatch {
 	schema := arrow.NewSchema([]arrow.Field{
 		{Name: "start", Type: tsUTC},
 		{Name: "type", Type: arrow.BinaryTypes.String},
@@ -112,7 +112,7 @@ func timeseriesRecord(pts []engine.Point) arrow.Record {
 			b.Field(2).(*array.Int64Builder).Append(p.Counts[typ])
 		}
 	}
-	return b.NewRecord()
+	return b.NewRecordBatch()
 }
 
 func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
