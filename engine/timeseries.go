@@ -53,7 +53,7 @@ func (e *Engine) Timeseries(ref CampaignRef, window time.Duration, r Range) ([]P
 			return nil
 		}
 		mFrom := floorDiv(from+microsPerMinute-1, microsPerMinute) // first whole minute
-		mTo := floorDiv(to, microsPerMinute)                      // end of whole minutes
+		mTo := floorDiv(to, microsPerMinute)                       // end of whole minutes
 		for _, typ := range event.Types() {
 			m := eventMetric(typ)
 			if mFrom >= mTo {

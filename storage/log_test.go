@@ -16,7 +16,9 @@ import (
 	"github.com/mailfunnel/mailfunnel/storage/storagetest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon")) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"))
+}
 
 var t0 = time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
 
