@@ -111,11 +111,6 @@ type recEntry struct {
 	dirty bool
 }
 
-type countEntry struct {
-	n     int64
-	dirty bool
-}
-
 type campKeyT struct{ source, account, campaign string }
 
 type campaign struct {
@@ -379,22 +374,32 @@ func (e *Engine) recipient(k string) (*recEntry, error) {
 }
 
 func (e *Engine) addCount(cid uint32, m metric, t int64, d int64) error {
+	sec := floorDiv(t, microsPerSecond)
 	for _, lk := range [...]struct {
 		level  byte
 		bucket int64
-	}{{levelTotal, 0}, {levelMinute, floorDiv(t, microsPerMinute)}, {levelMicro, t}} {
+	}{{levelTotal, 0}, {levelMinute, floorDiv(t, microsPerMinute)}, {levelSecond, sec}} {
 		k := countKey(cid, m, lk.level, lk.bucket)
 		ce, ok := e.counts.Get(k)
 		if !ok {
 			ce = &countEntry{}
-			n, err := getInt(e.rtxn, []byte(k))
-			if err != nil {
-				return err
+			item, err := e.rtxn.Get([]byte(k))
+			switch {
+			case errors.Is(err, badger.ErrKeyNotFound):
+			case err != nil:
+				return fmt.Errorf("read counter: %w", err)
+			default:
+				if err := item.Value(func(v []byte) error { return ce.decode(lk.level, v) }); err != nil {
+					return err
+				}
 			}
-			ce.n = n
 			e.counts.Add(k, ce)
 		}
-		ce.n += d
+		if lk.level == levelSecond {
+			ce.add(int32(t-sec*microsPerSecond), d)
+		} else {
+			ce.n += d
+		}
 		if !ce.dirty {
 			ce.dirty = true
 			e.dirtyCnts = append(e.dirtyCnts, k)
@@ -447,12 +452,10 @@ func (e *Engine) commit() error {
 			return fmt.Errorf("engine: dirty counter evicted")
 		}
 		var err error
-		if ce.n == 0 && k[6] != levelTotal {
+		if ce.n == 0 && len(ce.detail) == 0 && k[6] != levelTotal {
 			err = txn.Delete([]byte(k))
 		} else {
-			v := make([]byte, 8)
-			binary.BigEndian.PutUint64(v, uint64(ce.n))
-			err = txn.Set([]byte(k), v)
+			err = txn.Set([]byte(k), ce.encode(k[6]))
 		}
 		if err != nil {
 			return fmt.Errorf("stage counter: %w", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -110,6 +111,30 @@ func naiveFunnel(events []event.Event, ref engine.CampaignRef, r engine.Range) m
 	return out
 }
 
+// naiveSeries counts events per type in windows of w, as Timeseries should.
+func naiveSeries(events []event.Event, ref engine.CampaignRef, w time.Duration, r engine.Range) []engine.Point {
+	byStart := map[time.Time]map[string]int64{}
+	for _, e := range events {
+		if e.Source != ref.Source || e.Account != ref.Account || e.Campaign != ref.Campaign {
+			continue
+		}
+		if (!r.From.IsZero() && e.EventTime.Before(r.From)) || (!r.To.IsZero() && !e.EventTime.Before(r.To)) {
+			continue
+		}
+		start := e.EventTime.Truncate(w)
+		if byStart[start] == nil {
+			byStart[start] = map[string]int64{}
+		}
+		byStart[start][e.Type.String()]++
+	}
+	out := []engine.Point{}
+	for start, c := range byStart {
+		out = append(out, engine.Point{Start: start, Counts: c})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Start.Before(out[j].Start) })
+	return out
+}
+
 func flatten(f *engine.Funnel) map[string]engine.Count {
 	out := map[string]engine.Count{}
 	for k, v := range f.Stages {
@@ -179,6 +204,11 @@ func TestFunnelMatchesNaiveModel(t *testing.T) {
 						f, err := eng.Funnel(ref, r)
 						require.NoError(t, err)
 						require.Equal(t, naiveFunnel(events, ref, r), flatten(f), "seed %d %+v range %v..%v", seed, ref, r.From, r.To)
+						for _, w := range []time.Duration{time.Minute, 5 * time.Minute, time.Hour} {
+							pts, err := eng.Timeseries(ref, w, r)
+							require.NoError(t, err)
+							require.Equal(t, naiveSeries(events, ref, w, r), pts, "seed %d %+v window %v range %v..%v", seed, ref, w, r.From, r.To)
+						}
 					}
 				}
 			}

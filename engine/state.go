@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"sort"
 )
 
 const (
@@ -16,7 +17,7 @@ const (
 
 	levelTotal  = 'T'
 	levelMinute = 'm'
-	levelMicro  = 'u'
+	levelSecond = 's'
 )
 
 var errCorrupt = errors.New("corrupt engine state")
@@ -108,7 +109,94 @@ func campRecKey(cid uint32) []byte {
 	return b
 }
 
-const microsPerMinute = 60_000_000
+const (
+	microsPerSecond = 1_000_000
+	microsPerMinute = 60_000_000
+)
+
+// subCount is the count of events at one microsecond offset within a second.
+type subCount struct {
+	off int32
+	n   int64
+}
+
+// countEntry is one counter: a plain count for the total and minute
+// levels; for the second level also the counts per microsecond offset, so
+// that a range edge inside a second is still answered exactly without a
+// key per microsecond.
+type countEntry struct {
+	n      int64
+	detail []subCount // sorted by off; second level only
+	dirty  bool
+}
+
+func (c *countEntry) add(off int32, d int64) {
+	c.n += d
+	i := sort.Search(len(c.detail), func(i int) bool { return c.detail[i].off >= off })
+	switch {
+	case i < len(c.detail) && c.detail[i].off == off:
+		c.detail[i].n += d
+		if c.detail[i].n == 0 {
+			c.detail = append(c.detail[:i], c.detail[i+1:]...)
+		}
+	default:
+		c.detail = append(c.detail, subCount{})
+		copy(c.detail[i+1:], c.detail[i:])
+		c.detail[i] = subCount{off, d}
+	}
+}
+
+func (c *countEntry) encode(level byte) []byte {
+	if level != levelSecond {
+		return binary.BigEndian.AppendUint64(make([]byte, 0, 8), uint64(c.n))
+	}
+	b := make([]byte, 0, 4+len(c.detail)*5)
+	b = binary.AppendVarint(b, c.n)
+	b = binary.AppendUvarint(b, uint64(len(c.detail)))
+	for _, d := range c.detail {
+		b = binary.AppendUvarint(b, uint64(d.off))
+		b = binary.AppendVarint(b, d.n)
+	}
+	return b
+}
+
+func (c *countEntry) decode(level byte, v []byte) error {
+	if level != levelSecond {
+		if len(v) != 8 {
+			return fmt.Errorf("counter: %w", errCorrupt)
+		}
+		c.n = int64(binary.BigEndian.Uint64(v))
+		return nil
+	}
+	n, k := binary.Varint(v)
+	if k <= 0 {
+		return fmt.Errorf("second counter: %w", errCorrupt)
+	}
+	c.n = n
+	p := k
+	cnt, k := binary.Uvarint(v[p:])
+	if k <= 0 || cnt > uint64(len(v)) {
+		return fmt.Errorf("second counter detail: %w", errCorrupt)
+	}
+	p += k
+	c.detail = make([]subCount, 0, cnt)
+	for i := uint64(0); i < cnt; i++ {
+		off, k := binary.Uvarint(v[p:])
+		if k <= 0 || off >= microsPerSecond {
+			return fmt.Errorf("second counter offset: %w", errCorrupt)
+		}
+		p += k
+		d, k := binary.Varint(v[p:])
+		if k <= 0 {
+			return fmt.Errorf("second counter count: %w", errCorrupt)
+		}
+		p += k
+		c.detail = append(c.detail, subCount{int32(off), d})
+	}
+	return nil
+}
+
+func ceilDiv(a, b int64) int64 { return -floorDiv(-a, b) }
 
 // floorDiv divides rounding toward negative infinity, so that pre-1970
 // times fall in the right minute.

@@ -49,31 +49,9 @@ func (e *Engine) Timeseries(ref CampaignRef, window time.Duration, r Range) ([]P
 			return err
 		}
 		from, to, _ := r.bounds()
-		if from >= to {
-			return nil
-		}
-		mFrom := floorDiv(from+microsPerMinute-1, microsPerMinute) // first whole minute
-		mTo := floorDiv(to, microsPerMinute)                       // end of whole minutes
 		for _, typ := range event.Types() {
-			m := eventMetric(typ)
-			if mFrom >= mTo {
-				if err := scanRange(txn, c.ID, m, levelMicro, from, to, func(t, n int64) { add(t, typ, n) }); err != nil {
-					return err
-				}
-				continue
-			}
-			if err := scanRange(txn, c.ID, m, levelMinute, mFrom, mTo, func(b, n int64) { add(b*microsPerMinute, typ, n) }); err != nil {
+			if err := scanCounts(txn, c.ID, eventMetric(typ), from, to, func(t, n int64) { add(t, typ, n) }); err != nil {
 				return err
-			}
-			if from < mFrom*microsPerMinute {
-				if err := scanRange(txn, c.ID, m, levelMicro, from, mFrom*microsPerMinute, func(t, n int64) { add(t, typ, n) }); err != nil {
-					return err
-				}
-			}
-			if mTo*microsPerMinute < to {
-				if err := scanRange(txn, c.ID, m, levelMicro, mTo*microsPerMinute, to, func(t, n int64) { add(t, typ, n) }); err != nil {
-					return err
-				}
 			}
 		}
 		return nil

@@ -191,46 +191,74 @@ func resolve(txn *badger.Txn, ref CampaignRef) (*campaign, error) {
 }
 
 // countRange returns metric m's count over r: the total when r is open,
-// else whole minutes from the minute level plus the microsecond keys of the
-// partial minutes at both edges.
+// else the sum of scanCounts.
 func countRange(txn *badger.Txn, cid uint32, m metric, r Range) (int64, error) {
 	from, to, open := r.bounds()
 	if open {
 		return getInt(txn, []byte(countKey(cid, m, levelTotal, 0)))
 	}
-	if from >= to {
-		return 0, nil
-	}
-	// Whole minutes [mFrom, mTo) lie inside [from, to).
-	mFrom := floorDiv(from+microsPerMinute-1, microsPerMinute)
-	mTo := floorDiv(to, microsPerMinute)
-	if mFrom >= mTo {
-		return sumRange(txn, cid, m, levelMicro, from, to)
-	}
-	n, err := sumRange(txn, cid, m, levelMinute, mFrom, mTo)
-	if err != nil {
-		return 0, err
-	}
-	a, err := sumRange(txn, cid, m, levelMicro, from, mFrom*microsPerMinute)
-	if err != nil {
-		return 0, err
-	}
-	b, err := sumRange(txn, cid, m, levelMicro, mTo*microsPerMinute, to)
-	return n + a + b, err
-}
-
-// sumRange adds the counters of one level with buckets in [lo, hi).
-func sumRange(txn *badger.Txn, cid uint32, m metric, level byte, lo, hi int64) (int64, error) {
-	if lo >= hi {
-		return 0, nil
-	}
 	var n int64
-	err := scanRange(txn, cid, m, level, lo, hi, func(_ int64, v int64) { n += v })
+	err := scanCounts(txn, cid, m, from, to, func(_, c int64) { n += c })
 	return n, err
 }
 
-// scanRange calls fn for each counter of one level with bucket in [lo, hi).
-func scanRange(txn *badger.Txn, cid uint32, m metric, level byte, lo, hi int64, fn func(bucket, n int64)) error {
+// scanCounts calls fn(t, n) for counts of metric m whose times lie in
+// [lo, hi), exactly: whole minutes come from the minute level (t is the
+// minute's start), the partial minutes at the edges from the second level
+// (t is the second's start for whole seconds, the exact microsecond inside
+// partial seconds). Each call's bucket lies inside one minute, so callers can
+// assign it to any window of whole minutes.
+func scanCounts(txn *badger.Txn, cid uint32, m metric, lo, hi int64, fn func(t, n int64)) error {
+	if lo >= hi {
+		return nil
+	}
+	mFrom, mTo := ceilDiv(lo, microsPerMinute), floorDiv(hi, microsPerMinute)
+	if mFrom >= mTo {
+		return scanSeconds(txn, cid, m, lo, hi, fn)
+	}
+	if err := scanSeconds(txn, cid, m, lo, mFrom*microsPerMinute, fn); err != nil {
+		return err
+	}
+	err := scanRange(txn, cid, m, levelMinute, mFrom, mTo, func(b []byte, bucket int64) error {
+		if len(b) != 8 {
+			return fmt.Errorf("minute counter: %w", errCorrupt)
+		}
+		fn(bucket*microsPerMinute, int64(binary.BigEndian.Uint64(b)))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return scanSeconds(txn, cid, m, mTo*microsPerMinute, hi, fn)
+}
+
+// scanSeconds reports the second-level counts in [lo, hi).
+func scanSeconds(txn *badger.Txn, cid uint32, m metric, lo, hi int64, fn func(t, n int64)) error {
+	if lo >= hi {
+		return nil
+	}
+	var ce countEntry
+	return scanRange(txn, cid, m, levelSecond, floorDiv(lo, microsPerSecond), ceilDiv(hi, microsPerSecond), func(b []byte, sec int64) error {
+		if err := ce.decode(levelSecond, b); err != nil {
+			return err
+		}
+		start := sec * microsPerSecond
+		if start >= lo && start+microsPerSecond <= hi {
+			fn(start, ce.n)
+			return nil
+		}
+		for _, d := range ce.detail {
+			if t := start + int64(d.off); t >= lo && t < hi {
+				fn(t, d.n)
+			}
+		}
+		return nil
+	})
+}
+
+// scanRange calls fn with the value and bucket of each counter of one level
+// with bucket in [lo, hi).
+func scanRange(txn *badger.Txn, cid uint32, m metric, level byte, lo, hi int64, fn func(v []byte, bucket int64) error) error {
 	prefix := countPrefix(cid, m, level)
 	it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: prefix})
 	defer it.Close()
@@ -241,17 +269,9 @@ func scanRange(txn *badger.Txn, cid uint32, m metric, level byte, lo, hi int64, 
 		if b >= hi {
 			break
 		}
-		var v int64
-		if err := it.Item().Value(func(val []byte) error {
-			if len(val) != 8 {
-				return fmt.Errorf("counter: %w", errCorrupt)
-			}
-			v = int64(binary.BigEndian.Uint64(val))
-			return nil
-		}); err != nil {
+		if err := it.Item().Value(func(v []byte) error { return fn(v, b) }); err != nil {
 			return err
 		}
-		fn(b, v)
 	}
 	return nil
 }

@@ -1,0 +1,86 @@
+package benchmarks_test
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/mailfunnel/mailfunnel/benchmarks/loadgen"
+	"github.com/mailfunnel/mailfunnel/engine"
+	"github.com/mailfunnel/mailfunnel/ingest"
+	"github.com/mailfunnel/mailfunnel/ingest/emblue"
+	"github.com/mailfunnel/mailfunnel/ingest/sendpulse"
+	"github.com/mailfunnel/mailfunnel/storage"
+)
+
+// startServer wires the same components as 'mailfunnel serve' (durable
+// log with fsync, engine following it, Fiber ingest) on a loopback port.
+func startServer(b *testing.B) string {
+	b.Helper()
+	log, err := storage.Open(storage.DefaultConfig(b.TempDir()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	eng, err := engine.Open(engine.DefaultConfig(b.TempDir()), log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- eng.Run(ctx) }()
+	srv, err := ingest.NewServer(ingest.Config{Token: "t"}, log, log, sendpulse.New(), emblue.New())
+	if err != nil {
+		b.Fatal(err)
+	}
+	app := fiber.New(fiber.Config{BodyLimit: 10 << 20, DisableStartupMessage: true})
+	srv.Mount(app)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() { _ = app.Listener(ln) }()
+	b.Cleanup(func() {
+		_ = app.ShutdownWithTimeout(5 * time.Second)
+		cancel()
+		<-done
+		eng.Close()
+		log.Close()
+	})
+	return ln.Addr().String()
+}
+
+// BenchmarkIngest measures end-to-end ingest over loopback, load generator
+// included, with fsync-durable acknowledgements.
+//
+//	go test ./benchmarks -run '^$' -bench BenchmarkIngest -benchtime 2000x -count 5
+func BenchmarkIngest(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		cfg  loadgen.Config
+	}{
+		{"provider=sendpulse/batch=500", loadgen.Config{Mode: loadgen.SendPulse, BatchSize: 500, Connections: 8}},
+		{"provider=emblue/conns=64", loadgen.Config{Mode: loadgen.EmBlue, Connections: 64}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			cfg := tc.cfg
+			cfg.Addr = startServer(b)
+			cfg.Token = "t"
+			cfg.Requests = int64(b.N)
+			cfg.Seed = 1
+			b.ResetTimer()
+			res, err := loadgen.Run(context.Background(), cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if res.Errors > 0 || res.Non2xx > 0 {
+				b.Fatalf("errors: %v", res)
+			}
+			b.ReportMetric(res.EventsPerS, "events/s")
+			b.ReportMetric(res.ReqPerS, "req/s")
+			b.ReportMetric(float64(res.P99.Microseconds()), "p99-µs")
+		})
+	}
+}
