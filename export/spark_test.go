@@ -97,7 +97,7 @@ func TestSparkRules(t *testing.T) {
 					require.Equal(t, format.Zstd, cm.Codec, name)
 					for _, enc := range cm.Encoding {
 						switch enc {
-						case format.Plain, format.RLEDictionary, format.PlainDictionary, format.RLE:
+						case format.Plain, format.RLEDictionary, format.RLE:
 						default:
 							t.Errorf("%s uses encoding %v", name, enc)
 						}
