@@ -78,17 +78,19 @@ type Engine struct {
 	src Log
 
 	// Apply-side state, owned by the Run goroutine.
-	rtxn      *badger.Txn
-	recs      *simplelru.LRU[string, *recEntry]
-	counts    *simplelru.LRU[string, *countEntry]
-	dirtyRecs []string
-	dirtyCnts []string
-	camps     map[campKeyT]*campaign
-	campByID  map[uint32]*campaign
-	nextCID   uint32
-	pending   int    // events applied since the last commit
-	pendSeq   uint64 // seq of the last applied event
-	buf       []byte
+	rtxn        *badger.Txn
+	recs        *simplelru.LRU[string, *recEntry]
+	counts      *simplelru.LRU[string, *countEntry]
+	dirtyRecs   []string
+	dirtyCnts   []string
+	camps       map[campKeyT]*campaign
+	groups      map[string]bool // bounce group registry keys known to exist
+	dirtyGroups []string
+	campByID    map[uint32]*campaign
+	nextCID     uint32
+	pending     int    // events applied since the last commit
+	pendSeq     uint64 // seq of the last applied event
+	buf         []byte
 
 	applied   atomic.Uint64
 	appliedCh atomic.Pointer[chan struct{}]
@@ -148,7 +150,7 @@ func Open(cfg Config, src Log) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{cfg: cfg, db: db, log: cfg.Logger, src: src,
-		camps: map[campKeyT]*campaign{}, campByID: map[uint32]*campaign{}, nextCID: 1}
+		camps: map[campKeyT]*campaign{}, campByID: map[uint32]*campaign{}, nextCID: 1, groups: map[string]bool{}}
 	e.recs, _ = simplelru.NewLRU[string, *recEntry](math.MaxInt32, nil)
 	e.counts, _ = simplelru.NewLRU[string, *countEntry](math.MaxInt32, nil)
 	ch := make(chan struct{})
@@ -178,6 +180,11 @@ func (e *Engine) load() error {
 				return err
 			}
 		}
+		git := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixGroupReg}})
+		for git.Rewind(); git.Valid(); git.Next() {
+			e.groups[string(git.Item().KeyCopy(nil))] = true
+		}
+		git.Close()
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, Prefix: []byte{prefixCampRec}})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -318,7 +325,7 @@ func (e *Engine) apply(ev *event.Event) error {
 	c.Last = max(c.Last, t)
 	c.dirty = true
 
-	if err := e.addCount(c.ID, eventMetric(ev.Type), t, 1); err != nil {
+	if err := e.addCount(metricSeries(c.ID, eventMetric(ev.Type)), t, 1); err != nil {
 		return err
 	}
 	ms := implied(ev.Type)
@@ -334,19 +341,24 @@ func (e *Engine) apply(ev *event.Event) error {
 			}
 			if re.st.mask&bit != 0 {
 				// An earlier event arrived late: move the first reach.
-				if err := e.addCount(c.ID, m, re.st.first[m], -1); err != nil {
+				if err := e.addCount(metricSeries(c.ID, m), re.st.first[m], -1); err != nil {
 					return err
 				}
 			}
 			re.st.mask |= bit
 			re.st.first[m] = t
-			if err := e.addCount(c.ID, m, t, 1); err != nil {
+			if err := e.addCount(metricSeries(c.ID, m), t, 1); err != nil {
 				return err
 			}
 			if !re.dirty {
 				re.dirty = true
 				e.dirtyRecs = append(e.dirtyRecs, recKey(c.ID, r))
 			}
+		}
+	}
+	if ev.Type.IsBounce() {
+		if err := e.applyBounce(c.ID, ev, event.NormalizeRecipient(ev.Recipient), t); err != nil {
+			return err
 		}
 	}
 	e.pending++
@@ -373,13 +385,13 @@ func (e *Engine) recipient(k string) (*recEntry, error) {
 	return re, nil
 }
 
-func (e *Engine) addCount(cid uint32, m metric, t int64, d int64) error {
+func (e *Engine) addCount(s series, t int64, d int64) error {
 	sec := floorDiv(t, microsPerSecond)
 	for _, lk := range [...]struct {
 		level  byte
 		bucket int64
 	}{{levelTotal, 0}, {levelMinute, floorDiv(t, microsPerMinute)}, {levelSecond, sec}} {
-		k := countKey(cid, m, lk.level, lk.bucket)
+		k := countKey(s, lk.level, lk.bucket)
 		ce, ok := e.counts.Get(k)
 		if !ok {
 			ce = &countEntry{}
@@ -452,10 +464,10 @@ func (e *Engine) commit() error {
 			return fmt.Errorf("engine: dirty counter evicted")
 		}
 		var err error
-		if ce.n == 0 && len(ce.detail) == 0 && k[6] != levelTotal {
+		if level := k[len(k)-9]; ce.n == 0 && len(ce.detail) == 0 && level != levelTotal {
 			err = txn.Delete([]byte(k))
 		} else {
-			err = txn.Set([]byte(k), ce.encode(k[6]))
+			err = txn.Set([]byte(k), ce.encode(k[len(k)-9]))
 		}
 		if err != nil {
 			return fmt.Errorf("stage counter: %w", err)
@@ -476,6 +488,11 @@ func (e *Engine) commit() error {
 		}
 		if err := txn.Set(campRecKey(c.ID), v); err != nil {
 			return err
+		}
+	}
+	for _, k := range e.dirtyGroups {
+		if err := txn.Set([]byte(k), nil); err != nil {
+			return fmt.Errorf("stage bounce group: %w", err)
 		}
 	}
 	cp := make([]byte, 8)
@@ -505,6 +522,7 @@ func (e *Engine) commit() error {
 	}
 	e.dirtyRecs = e.dirtyRecs[:0]
 	e.dirtyCnts = e.dirtyCnts[:0]
+	e.dirtyGroups = e.dirtyGroups[:0]
 	for e.recs.Len() > e.cfg.RecipientCache {
 		e.recs.RemoveOldest()
 	}

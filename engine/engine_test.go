@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mailfunnel/mailfunnel/engine"
+	"github.com/mailfunnel/mailfunnel/engine/bounce"
 	"github.com/mailfunnel/mailfunnel/event"
 	"github.com/mailfunnel/mailfunnel/storage"
 	"github.com/mailfunnel/mailfunnel/storage/storagetest"
@@ -42,7 +43,9 @@ func randomStream(rng *rand.Rand, n int) []event.Event {
 			acct = "a2"
 		}
 		typ := types[rng.IntN(len(types))]
+		reply := replies[rng.IntN(len(replies))]
 		out = append(out, event.Event{
+			SMTPCode: reply.code, SMTPStatus: reply.status, SMTPResponse: reply.text,
 			Source: "sp", Provider: "sendpulse", ProviderEvent: typ.String(), Type: typ,
 			Account: acct, Campaign: fmt.Sprintf("c%d", rng.IntN(3)), Recipient: r,
 			RecipientDomain: event.Domain(r),
@@ -50,6 +53,72 @@ func randomStream(rng *rand.Rand, n int) []event.Event {
 			ReceivedTime:    base, MessageID: fmt.Sprint(i),
 		})
 	}
+	return out
+}
+
+var replies = []struct {
+	code   int32
+	status string
+	text   string
+}{
+	{550, "5.1.1", "vch15@i.ua MX: mx23.i.ua RESP: 5.1.1 User unknown"},
+	{550, "5.1.0", "MX: mx23.i.ua RESP: Mailbox over quota. See http://mail.i.ua/err/4/"},
+	{421, "", "421 4.7.0 Try again later"},
+	{554, "5.7.1", "Service unavailable; Client host [1.2.3.4] blocked using zen.spamhaus.org"},
+	{0, "", ""},
+}
+
+// naiveBounces groups the bounce events of a campaign (or all, ref nil)
+// as Bounces should.
+func naiveBounces(events []event.Event, ref *engine.CampaignRef, dim string, r engine.Range) []engine.Group {
+	type acc struct {
+		events int64
+		first  map[string]time.Time
+	}
+	groups := map[string]*acc{}
+	for _, e := range events {
+		if !e.Type.IsBounce() || (ref != nil && (e.Source != ref.Source || e.Account != ref.Account || e.Campaign != ref.Campaign)) {
+			continue
+		}
+		res := bounce.Classify(bounce.Input{Code: int(e.SMTPCode), Status: e.SMTPStatus, Text: e.SMTPResponse, Label: e.ProviderEvent})
+		key := map[string]string{"reason": res.Reason, "class": string(res.Class), "status": res.Status, "domain": e.RecipientDomain, "mx": engine.MXHost(e.SMTPResponse)}[dim]
+		if dim == "status" && key == "" {
+			key = "none"
+		}
+		if key == "" {
+			continue
+		}
+		g := groups[key]
+		if g == nil {
+			g = &acc{first: map[string]time.Time{}}
+			groups[key] = g
+		}
+		if (r.From.IsZero() || !e.EventTime.Before(r.From)) && (r.To.IsZero() || e.EventTime.Before(r.To)) {
+			g.events++
+		}
+		rec := event.NormalizeRecipient(e.Recipient)
+		if t, ok := g.first[rec]; !ok || e.EventTime.Before(t) {
+			g.first[rec] = e.EventTime
+		}
+	}
+	out := []engine.Group{}
+	for k, g := range groups {
+		var n int64
+		for _, t := range g.first {
+			if (r.From.IsZero() || !t.Before(r.From)) && (r.To.IsZero() || t.Before(r.To)) {
+				n++
+			}
+		}
+		if g.events != 0 || n != 0 {
+			out = append(out, engine.Group{Key: k, Events: g.events, Recipients: n})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Events != out[j].Events {
+			return out[i].Events > out[j].Events
+		}
+		return out[i].Key < out[j].Key
+	})
 	return out
 }
 
@@ -197,6 +266,13 @@ func TestFunnelMatchesNaiveModel(t *testing.T) {
 				}
 				ranges = append(ranges, engine.Range{From: a, To: b}, engine.Range{From: a}, engine.Range{To: b})
 			}
+			for _, r := range ranges {
+				for _, dim := range engine.BounceDims {
+					got, err := eng.Bounces(nil, dim, r)
+					require.NoError(t, err)
+					require.Equal(t, naiveBounces(events, nil, dim, r), got, "seed %d all campaigns by %s", seed, dim)
+				}
+			}
 			for _, acct := range []string{"a1", "a2"} {
 				for c := 0; c < 3; c++ {
 					ref := engine.CampaignRef{Source: "sp", Account: acct, Campaign: fmt.Sprintf("c%d", c)}
@@ -204,6 +280,11 @@ func TestFunnelMatchesNaiveModel(t *testing.T) {
 						f, err := eng.Funnel(ref, r)
 						require.NoError(t, err)
 						require.Equal(t, naiveFunnel(events, ref, r), flatten(f), "seed %d %+v range %v..%v", seed, ref, r.From, r.To)
+						for _, dim := range engine.BounceDims {
+							got, err := eng.Bounces(&ref, dim, r)
+							require.NoError(t, err)
+							require.Equal(t, naiveBounces(events, &ref, dim, r), got, "seed %d %+v by %s", seed, ref, dim)
+						}
 						for _, w := range []time.Duration{time.Minute, 5 * time.Minute, time.Hour} {
 							pts, err := eng.Timeseries(ref, w, r)
 							require.NoError(t, err)

@@ -77,18 +77,26 @@ func sortable(v int64) uint64 { return uint64(v) ^ 1<<63 }
 
 func unsortable(u uint64) int64 { return int64(u ^ 1<<63) }
 
-// countPrefix is the key prefix of one metric's counters at one level.
-func countPrefix(cid uint32, m metric, level byte) []byte {
-	b := make([]byte, 7, 15)
-	b[0] = prefixCount
+// series is the key prefix of one counted quantity: a campaign metric
+// ('n' cid metric) or a bounce group ('g' cid dim kind len key). Its
+// counters follow as series + level + bucket.
+type series string
+
+func metricSeries(cid uint32, m metric) series {
+	b := []byte{prefixCount, 0, 0, 0, 0, byte(m)}
 	binary.BigEndian.PutUint32(b[1:], cid)
-	b[5] = byte(m)
-	b[6] = level
-	return b
+	return series(b)
 }
 
-func countKey(cid uint32, m metric, level byte, bucket int64) string {
-	b := countPrefix(cid, m, level)
+// countPrefix is the key prefix of a series' counters at one level.
+func countPrefix(s series, level byte) []byte {
+	b := make([]byte, 0, len(s)+9)
+	b = append(b, s...)
+	return append(b, level)
+}
+
+func countKey(s series, level byte, bucket int64) string {
+	b := countPrefix(s, level)
 	b = binary.BigEndian.AppendUint64(b, sortable(bucket))
 	return string(b)
 }

@@ -50,7 +50,7 @@ func (e *Engine) Timeseries(ref CampaignRef, window time.Duration, r Range) ([]P
 		}
 		from, to, _ := r.bounds()
 		for _, typ := range event.Types() {
-			if err := scanCounts(txn, c.ID, eventMetric(typ), from, to, func(t, n int64) { add(t, typ, n) }); err != nil {
+			if err := scanCounts(txn, metricSeries(c.ID, eventMetric(typ)), from, to, func(t, n int64) { add(t, typ, n) }); err != nil {
 				return err
 			}
 		}

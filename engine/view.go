@@ -106,11 +106,11 @@ func (e *Engine) Funnel(ref CampaignRef, r Range) (*Funnel, error) {
 		}
 		f.Source, f.Account, f.Campaign = c.Source, c.Account, c.Campaign
 		for _, row := range funnelRows {
-			rc, err := countRange(txn, c.ID, row.metric, r)
+			rc, err := countRange(txn, metricSeries(c.ID, row.metric), r)
 			if err != nil {
 				return err
 			}
-			ec, err := countRange(txn, c.ID, eventMetric(row.evtType), r)
+			ec, err := countRange(txn, metricSeries(c.ID, eventMetric(row.evtType)), r)
 			if err != nil {
 				return err
 			}
@@ -192,13 +192,13 @@ func resolve(txn *badger.Txn, ref CampaignRef) (*campaign, error) {
 
 // countRange returns metric m's count over r: the total when r is open,
 // else the sum of scanCounts.
-func countRange(txn *badger.Txn, cid uint32, m metric, r Range) (int64, error) {
+func countRange(txn *badger.Txn, s series, r Range) (int64, error) {
 	from, to, open := r.bounds()
 	if open {
-		return getInt(txn, []byte(countKey(cid, m, levelTotal, 0)))
+		return getInt(txn, []byte(countKey(s, levelTotal, 0)))
 	}
 	var n int64
-	err := scanCounts(txn, cid, m, from, to, func(_, c int64) { n += c })
+	err := scanCounts(txn, s, from, to, func(_, c int64) { n += c })
 	return n, err
 }
 
@@ -208,18 +208,18 @@ func countRange(txn *badger.Txn, cid uint32, m metric, r Range) (int64, error) {
 // (t is the second's start for whole seconds, the exact microsecond inside
 // partial seconds). Each call's bucket lies inside one minute, so callers can
 // assign it to any window of whole minutes.
-func scanCounts(txn *badger.Txn, cid uint32, m metric, lo, hi int64, fn func(t, n int64)) error {
+func scanCounts(txn *badger.Txn, s series, lo, hi int64, fn func(t, n int64)) error {
 	if lo >= hi {
 		return nil
 	}
 	mFrom, mTo := ceilDiv(lo, microsPerMinute), floorDiv(hi, microsPerMinute)
 	if mFrom >= mTo {
-		return scanSeconds(txn, cid, m, lo, hi, fn)
+		return scanSeconds(txn, s, lo, hi, fn)
 	}
-	if err := scanSeconds(txn, cid, m, lo, mFrom*microsPerMinute, fn); err != nil {
+	if err := scanSeconds(txn, s, lo, mFrom*microsPerMinute, fn); err != nil {
 		return err
 	}
-	err := scanRange(txn, cid, m, levelMinute, mFrom, mTo, func(b []byte, bucket int64) error {
+	err := scanRange(txn, s, levelMinute, mFrom, mTo, func(b []byte, bucket int64) error {
 		if len(b) != 8 {
 			return fmt.Errorf("minute counter: %w", errCorrupt)
 		}
@@ -229,16 +229,16 @@ func scanCounts(txn *badger.Txn, cid uint32, m metric, lo, hi int64, fn func(t, 
 	if err != nil {
 		return err
 	}
-	return scanSeconds(txn, cid, m, mTo*microsPerMinute, hi, fn)
+	return scanSeconds(txn, s, mTo*microsPerMinute, hi, fn)
 }
 
 // scanSeconds reports the second-level counts in [lo, hi).
-func scanSeconds(txn *badger.Txn, cid uint32, m metric, lo, hi int64, fn func(t, n int64)) error {
+func scanSeconds(txn *badger.Txn, s series, lo, hi int64, fn func(t, n int64)) error {
 	if lo >= hi {
 		return nil
 	}
 	var ce countEntry
-	return scanRange(txn, cid, m, levelSecond, floorDiv(lo, microsPerSecond), ceilDiv(hi, microsPerSecond), func(b []byte, sec int64) error {
+	return scanRange(txn, s, levelSecond, floorDiv(lo, microsPerSecond), ceilDiv(hi, microsPerSecond), func(b []byte, sec int64) error {
 		if err := ce.decode(levelSecond, b); err != nil {
 			return err
 		}
@@ -258,8 +258,8 @@ func scanSeconds(txn *badger.Txn, cid uint32, m metric, lo, hi int64, fn func(t,
 
 // scanRange calls fn with the value and bucket of each counter of one level
 // with bucket in [lo, hi).
-func scanRange(txn *badger.Txn, cid uint32, m metric, level byte, lo, hi int64, fn func(v []byte, bucket int64) error) error {
-	prefix := countPrefix(cid, m, level)
+func scanRange(txn *badger.Txn, s series, level byte, lo, hi int64, fn func(v []byte, bucket int64) error) error {
+	prefix := countPrefix(s, level)
 	it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: prefix})
 	defer it.Close()
 	start := binary.BigEndian.AppendUint64(append([]byte(nil), prefix...), sortable(lo))

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -22,6 +23,7 @@ type View interface {
 	Funnel(engine.CampaignRef, engine.Range) (*engine.Funnel, error)
 	Campaigns(source string) ([]engine.CampaignInfo, error)
 	Timeseries(ref engine.CampaignRef, window time.Duration, r engine.Range) ([]engine.Point, error)
+	Bounces(ref *engine.CampaignRef, dim string, r engine.Range) ([]engine.Group, error)
 }
 
 var _ View = (*engine.Engine)(nil)
@@ -65,6 +67,7 @@ func (a *API) Mount(r fiber.Router) fiber.Router {
 	g.Get("/funnel", a.funnel)
 	g.Get("/campaigns", a.campaigns)
 	g.Get("/timeseries", a.timeseries)
+	g.Get("/bounces", a.bounces)
 	g.Get("/deadletters", a.deadletters)
 	return g
 }
@@ -186,6 +189,33 @@ func (a *API) timeseries(c *fiber.Ctx) error {
 		return writeArrow(c, timeseriesRecord(pts))
 	}
 	return c.JSON(fiber.Map{"window": wname, "points": pts})
+}
+
+func (a *API) bounces(c *fiber.Ctx) error {
+	by := c.Query("by", "reason")
+	if !slices.Contains(engine.BounceDims, by) {
+		return Error(c, fiber.StatusBadRequest, fmt.Sprintf("parameter 'by': %q is not one of %s", by, strings.Join(engine.BounceDims, ", ")))
+	}
+	r, err := timeRange(c)
+	if err != nil {
+		return Error(c, fiber.StatusBadRequest, err.Error())
+	}
+	var ref *engine.CampaignRef
+	if c.Query("source") != "" || c.Query("campaign") != "" {
+		cr, err := campaignRef(c)
+		if err != nil {
+			return Error(c, fiber.StatusBadRequest, err.Error()+" (give source and campaign, or neither for all campaigns)")
+		}
+		ref = &cr
+	}
+	groups, err := a.view.Bounces(ref, by, r)
+	if err != nil {
+		return a.viewError(c, err)
+	}
+	if wantsArrow(c) {
+		return writeArrow(c, groupsRecord(groups))
+	}
+	return c.JSON(fiber.Map{"by": by, "groups": groups})
 }
 
 func (a *API) deadletters(c *fiber.Ctx) error {

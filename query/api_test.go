@@ -31,6 +31,11 @@ func ev(typ event.Type, acct, camp, rcpt string, at time.Duration) event.Event {
 		Campaign: camp, Recipient: rcpt, RecipientDomain: event.Domain(rcpt), EventTime: t0.Add(at), ReceivedTime: t0}
 }
 
+func bounceEv(e event.Event) event.Event {
+	e.SMTPCode, e.SMTPStatus, e.SMTPResponse = 550, "5.1.1", "y@d.com MX: mx.d.com RESP: 5.1.1 User unknown"
+	return e
+}
+
 func newApp(t *testing.T) *fiber.App {
 	t.Helper()
 	l := storagetest.New(t)
@@ -39,7 +44,7 @@ func newApp(t *testing.T) *fiber.App {
 		ev(event.Delivered, "a1", "c1", "x@d.com", time.Minute),
 		ev(event.Clicked, "a1", "c1", "X@D.com ", 90*time.Minute),
 		ev(event.Sent, "a1", "c1", "y@d.com", 0),
-		ev(event.HardBounce, "a1", "c1", "y@d.com", 2*time.Minute),
+		bounceEv(ev(event.HardBounce, "a1", "c1", "y@d.com", 2*time.Minute)),
 		ev(event.Sent, "a1", "shared", "x@d.com", 0),
 		ev(event.Sent, "a2", "shared", "x@d.com", 0),
 	)
@@ -155,6 +160,33 @@ func TestTimeseriesAndCampaigns(t *testing.T) {
 	require.Equal(t, int64(5), cs.Campaigns[0].Events)
 }
 
+func TestBounces(t *testing.T) {
+	app := newApp(t)
+	for _, tc := range []struct{ path, key string }{
+		{"/v1/bounces?by=reason", "user_unknown"},
+		{"/v1/bounces?source=sp&campaign=c1&by=class", "hard"},
+		{"/v1/bounces?source=sp&campaign=c1&by=status", "5.1.1"},
+		{"/v1/bounces?by=domain", "d.com"},
+		{"/v1/bounces?by=mx", "mx.d.com"},
+	} {
+		code, b, _ := get(t, app, tc.path, nil)
+		require.Equal(t, 200, code, "%s", b)
+		var out struct {
+			By     string
+			Groups []engine.Group
+		}
+		require.NoError(t, json.Unmarshal(b, &out))
+		require.Equal(t, []engine.Group{{Key: tc.key, Events: 1, Recipients: 1}}, out.Groups, tc.path)
+	}
+	code, b, _ := get(t, app, "/v1/bounces?by=reason&from=2026-11-23T10:05:00Z", nil)
+	require.Equal(t, 200, code)
+	require.JSONEq(t, `{"by":"reason","groups":[]}`, string(b))
+	code, _, _ = get(t, app, "/v1/bounces?by=color", nil)
+	require.Equal(t, 400, code)
+	code, _, _ = get(t, app, "/v1/bounces?source=sp", nil)
+	require.Equal(t, 400, code)
+}
+
 func TestArrow(t *testing.T) {
 	app := newApp(t)
 	code, b, hdr := get(t, app, "/v1/funnel?source=sp&campaign=c1", map[string]string{"Accept": query.ArrowStream})
@@ -178,7 +210,7 @@ func TestArrow(t *testing.T) {
 	require.Equal(t, [2]int64{2, 2}, rows["sent"])
 	require.Equal(t, [2]int64{1, 1}, rows["hard_bounced"])
 
-	for _, path := range []string{"/v1/campaigns", "/v1/timeseries?source=sp&campaign=c1&window=1d"} {
+	for _, path := range []string{"/v1/campaigns", "/v1/timeseries?source=sp&campaign=c1&window=1d", "/v1/bounces?by=class"} {
 		code, b, _ = get(t, app, path, map[string]string{"Accept": query.ArrowStream})
 		require.Equal(t, 200, code)
 		r, err := ipc.NewReader(bytes.NewReader(b))

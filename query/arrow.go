@@ -116,3 +116,19 @@ func timeseriesRecord(pts []engine.Point) arrow.RecordBatch {
 }
 
 func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
+
+func groupsRecord(gs []engine.Group) arrow.RecordBatch {
+	schema := arrow.NewSchema([]arrow.Field{
+		{Name: "key", Type: arrow.BinaryTypes.String},
+		{Name: "events", Type: arrow.PrimitiveTypes.Int64},
+		{Name: "recipients", Type: arrow.PrimitiveTypes.Int64},
+	}, nil)
+	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+	defer b.Release()
+	for _, g := range gs {
+		b.Field(0).(*array.StringBuilder).Append(g.Key)
+		b.Field(1).(*array.Int64Builder).Append(g.Events)
+		b.Field(2).(*array.Int64Builder).Append(g.Recipients)
+	}
+	return b.NewRecordBatch()
+}

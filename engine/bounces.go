@@ -1,0 +1,209 @@
+package engine
+
+import (
+	"encoding/binary"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/mailfunnel/mailfunnel/engine/bounce"
+	"github.com/mailfunnel/mailfunnel/event"
+)
+
+// Bounce groups: every soft_bounce, hard_bounce and undelivered event is
+// classified when applied (the stored event is not changed, so a better
+// classifier can re-derive everything with a rebuild) and counted in one
+// group per dimension, per campaign and over all campaigns (campaign id 0).
+// Each group keeps event counts and first-reach recipient counts in
+// event-time counters, so /v1/bounces answers any from/to exactly, like the
+// funnel.
+//
+//	'G' uint32 BE cid, dim, key                      -> (empty) group registry
+//	'g' uint32 BE cid, dim, kind, uvarint len, key   -> counter series (kind 'e' events, 'r' recipients)
+//	'b' uint32 BE cid, dim, uvarint len, key, recipient -> recipient's first bounce time in the group
+
+// BounceDims are the dimensions /v1/bounces groups by.
+var BounceDims = []string{"reason", "class", "status", "domain", "mx"}
+
+const (
+	prefixGroupReg   = 'G'
+	prefixGroupCount = 'g'
+	prefixGroupRecip = 'b'
+	allCampaigns     = 0
+)
+
+func dimIndex(name string) (byte, bool) {
+	for i, d := range BounceDims {
+		if d == name {
+			return byte(i + 1), true
+		}
+	}
+	return 0, false
+}
+
+func groupSeries(cid uint32, dim, kind byte, key string) series {
+	b := make([]byte, 7, 8+len(key)+binary.MaxVarintLen32)
+	b[0] = prefixGroupCount
+	binary.BigEndian.PutUint32(b[1:], cid)
+	b[5], b[6] = dim, kind
+	b = binary.AppendUvarint(b, uint64(len(key)))
+	return series(append(b, key...))
+}
+
+func groupRegKey(cid uint32, dim byte, key string) string {
+	b := make([]byte, 6, 6+len(key))
+	b[0] = prefixGroupReg
+	binary.BigEndian.PutUint32(b[1:], cid)
+	b[5] = dim
+	return string(append(b, key...))
+}
+
+func groupRecipKey(cid uint32, dim byte, key, recipient string) string {
+	b := make([]byte, 6, 6+binary.MaxVarintLen32+len(key)+len(recipient))
+	b[0] = prefixGroupRecip
+	binary.BigEndian.PutUint32(b[1:], cid)
+	b[5] = dim
+	b = binary.AppendUvarint(b, uint64(len(key)))
+	b = append(b, key...)
+	return string(append(b, recipient...))
+}
+
+// mxPattern finds the receiving host a reply names: SendPulse's
+// "MX: mx23.i.ua", Postfix's "host mx.example.com[1.2.3.4] said".
+var mxPattern = regexp.MustCompile(`(?i)(?:\bMX:\s*|\bhost\s+)([a-z0-9][a-z0-9.-]*\.[a-z]{2,})\b`)
+
+// MXHost returns the receiving host named in an SMTP reply, lower-cased,
+// or "".
+func MXHost(text string) string {
+	if m := mxPattern.FindStringSubmatch(text); m != nil {
+		return strings.ToLower(strings.TrimRight(m[1], "."))
+	}
+	return ""
+}
+
+// Classify returns the bounce class and reason of ev, the same the engine
+// uses for its bounce groups and the exporter writes to Parquet; events
+// that are not bounces get empty strings.
+func Classify(ev *event.Event) (class, reason string) {
+	if !ev.Type.IsBounce() {
+		return "", ""
+	}
+	r := bounce.Classify(bounce.Input{Code: int(ev.SMTPCode), Status: ev.SMTPStatus, Text: ev.SMTPResponse, Label: ev.ProviderEvent})
+	return string(r.Class), r.Reason
+}
+
+// applyBounce counts a bounce event in its groups.
+func (e *Engine) applyBounce(cid uint32, ev *event.Event, recipient string, t int64) error {
+	r := bounce.Classify(bounce.Input{Code: int(ev.SMTPCode), Status: ev.SMTPStatus, Text: ev.SMTPResponse, Label: ev.ProviderEvent})
+	status := r.Status
+	if status == "" {
+		status = "none"
+	}
+	domain := ev.RecipientDomain
+	if domain == "" {
+		domain = "none"
+	}
+	keys := [...]string{r.Reason, string(r.Class), status, domain, MXHost(ev.SMTPResponse)}
+	for _, c := range [...]uint32{cid, allCampaigns} {
+		for i, key := range keys {
+			if key == "" {
+				continue // no MX named
+			}
+			dim := byte(i + 1)
+			if rk := groupRegKey(c, dim, key); !e.groups[rk] {
+				e.groups[rk] = true
+				e.dirtyGroups = append(e.dirtyGroups, rk)
+			}
+			if err := e.addCount(groupSeries(c, dim, 'e', key), t, 1); err != nil {
+				return err
+			}
+			if recipient == "" {
+				continue
+			}
+			k := groupRecipKey(c, dim, key, recipient)
+			re, err := e.recipient(k)
+			if err != nil {
+				return err
+			}
+			if re.st.mask&1 != 0 && re.st.first[0] <= t {
+				continue
+			}
+			rs := groupSeries(c, dim, 'r', key)
+			if re.st.mask&1 != 0 {
+				if err := e.addCount(rs, re.st.first[0], -1); err != nil {
+					return err
+				}
+			}
+			re.st.mask |= 1
+			re.st.first[0] = t
+			if err := e.addCount(rs, t, 1); err != nil {
+				return err
+			}
+			if !re.dirty {
+				re.dirty = true
+				e.dirtyRecs = append(e.dirtyRecs, k)
+			}
+		}
+	}
+	return nil
+}
+
+// Group is one row of a bounce breakdown.
+type Group struct {
+	Key        string `json:"key"`
+	Events     int64  `json:"events"`
+	Recipients int64  `json:"recipients"`
+}
+
+// Bounces breaks a campaign's bounces (or, with ref nil, all campaigns')
+// down by dim (one of BounceDims), counting events with event time in r and
+// recipients whose first bounce in the group lies in r. Groups with nothing
+// in r are omitted; the rest are ordered by events, then key.
+func (e *Engine) Bounces(ref *CampaignRef, dim string, r Range) ([]Group, error) {
+	d, ok := dimIndex(dim)
+	if !ok {
+		return nil, fmt.Errorf("unknown bounce dimension %q", dim)
+	}
+	out := []Group{}
+	err := e.db.View(func(txn *badger.Txn) error {
+		cid := uint32(allCampaigns)
+		if ref != nil {
+			c, err := resolve(txn, *ref)
+			if err != nil {
+				return err
+			}
+			cid = c.ID
+		}
+		prefix := []byte(groupRegKey(cid, d, ""))
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		var keys []string
+		for it.Rewind(); it.Valid(); it.Next() {
+			keys = append(keys, string(it.Item().Key()[len(prefix):]))
+		}
+		it.Close()
+		for _, k := range keys {
+			ev, err := countRange(txn, groupSeries(cid, d, 'e', k), r)
+			if err != nil {
+				return err
+			}
+			rc, err := countRange(txn, groupSeries(cid, d, 'r', k), r)
+			if err != nil {
+				return err
+			}
+			if ev != 0 || rc != 0 {
+				out = append(out, Group{Key: k, Events: ev, Recipients: rc})
+			}
+		}
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Events != out[j].Events {
+			return out[i].Events > out[j].Events
+		}
+		return out[i].Key < out[j].Key
+	})
+	return out, err
+}
