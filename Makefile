@@ -17,8 +17,9 @@ build: ## build bin/mailfunnel with the version stamped in
 run: build ## start the server on ./data, listening on 127.0.0.1:8080
 	./$(BIN) serve
 
-test: ## the whole test suite (race detector on)
+test: ## the whole test suite (race detector on), then the DuckDB reader test (cgo, own module)
 	$(GO) test -race -count=1 -timeout 9m $(PKGS)
+	cd export/duckdbtest && $(GO) test -count=1 -timeout 5m ./...
 
 test-short: ## the quick tests only
 	$(GO) test -short -count=1 $(PKGS)

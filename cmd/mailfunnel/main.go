@@ -66,6 +66,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return (&ServeCommand{main: m}).Run(ctx, args[1:])
 	case "rebuild":
 		return (&RebuildCommand{main: m}).Run(ctx, args[1:])
+	case "export":
+		return (&ExportCommand{main: m}).Run(ctx, args[1:])
 	case "classify":
 		return (&ClassifyCommand{main: m}).Run(ctx, args[1:])
 	case "version", "-version", "--version":

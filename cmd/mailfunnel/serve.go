@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/mailfunnel/mailfunnel/engine"
+	"github.com/mailfunnel/mailfunnel/export"
 	"github.com/mailfunnel/mailfunnel/ingest"
 	"github.com/mailfunnel/mailfunnel/ingest/emblue"
 	"github.com/mailfunnel/mailfunnel/ingest/sendpulse"
@@ -209,6 +210,15 @@ func (s *ServeCommand) Run(ctx context.Context, args []string) error {
 		return err
 	}
 
+	xcfg := export.DefaultConfig(s.data.exports())
+	xcfg.Classify = classifyEvent
+	xcfg.Logger = logger.With("component", "export")
+	exporter, err := export.New(xcfg, log, eng)
+	if err != nil {
+		return err
+	}
+	defer exporter.Close()
+
 	app := newApp(s.bodyLimit, reg)
 	ready := func() (bool, string, map[string]any) {
 		lag := eng.Lag()
@@ -223,7 +233,8 @@ func (s *ServeCommand) Run(ctx context.Context, args []string) error {
 	}
 	query.MountProbes(app, ready, reg)
 	ing.Mount(app)
-	api.Mount(app)
+	v1 := api.Mount(app)
+	query.MountExports(v1, exporter)
 	app.Use(func(c *fiber.Ctx) error {
 		return query.Error(c, fiber.StatusNotFound, fmt.Sprintf("no route %s %s", c.Method(), c.Path()))
 	})
@@ -243,6 +254,7 @@ func (s *ServeCommand) Run(ctx context.Context, args []string) error {
 	g, gctx := errgroup.WithContext(context.Background())
 	g.Go(func() error { return eng.Run(engCtx) })
 	g.Go(func() error { return app.Listener(ln) })
+	g.Go(func() error { return exporter.RunEvery(engCtx, s.data.exportInterval) })
 	if s.gcInterval > 0 {
 		g.Go(func() error { return runGC(engCtx, s.gcInterval, log, logger) })
 	}
@@ -262,10 +274,10 @@ func (s *ServeCommand) Run(ctx context.Context, args []string) error {
 			logger.Warn("http shutdown", "err", err)
 		}
 		logger.Info("http server stopped", "duration", time.Since(t))
-		t = time.Now()
+		// The engine applies the rest of the log and commits; the exporter
+		// finishes its step or removes its temp file.
 		engCancel()
-		logger.Info("engine stopping", "lag", eng.Lag())
-		_ = t
+		logger.Info("engine and exporter stopping", "lag", eng.Lag())
 		return nil
 	})
 	err = g.Wait()
