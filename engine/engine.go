@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bits-and-blooms/bloom/v3"
 	"github.com/dgraph-io/badger/v4"
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 
@@ -88,9 +89,17 @@ type Engine struct {
 	dirtyGroups []string
 	campByID    map[uint32]*campaign
 	nextCID     uint32
-	pending     int    // events applied since the last commit
-	pendSeq     uint64 // seq of the last applied event
-	buf         []byte
+	// fresh is true while every key in the state store was written by
+	// this process (it opened an empty store: a rebuild or a first start).
+	// written then holds every key created, and a key it has not seen
+	// cannot exist, which saves a Badger read per new key: the dominant
+	// cost of a rebuild. Past freshKeys keys the filter is dropped.
+	fresh    bool
+	written  *bloom.BloomFilter
+	writtenN int
+	pending  int    // events applied since the last commit
+	pendSeq  uint64 // seq of the last applied event
+	buf      []byte
 
 	applied   atomic.Uint64
 	appliedCh atomic.Pointer[chan struct{}]
@@ -159,11 +168,38 @@ func Open(cfg Config, src Log) (*Engine, error) {
 		_ = db.Close()
 		return nil, err
 	}
+	if e.fresh {
+		e.written = bloom.NewWithEstimates(freshKeys, 0.01)
+	}
 	return e, nil
+}
+
+// freshKeys sizes the fresh-store filter: 20M keys at 1% false positives
+// take 24 MiB.
+const freshKeys = 20_000_000
+
+// mayExist reports whether key k can be in the state store. A new key is
+// recorded as existing from now on (it will be written at the next commit).
+func (e *Engine) mayExist(k string) bool {
+	if !e.fresh {
+		return true
+	}
+	if e.written.TestString(k) {
+		return true
+	}
+	e.written.AddString(k)
+	if e.writtenN++; e.writtenN > freshKeys {
+		e.fresh, e.written = false, nil
+	}
+	return false
 }
 
 func (e *Engine) load() error {
 	return e.db.View(func(txn *badger.Txn) error {
+		any := txn.NewIterator(badger.IteratorOptions{})
+		any.Rewind()
+		e.fresh = !any.Valid()
+		any.Close()
 		item, err := txn.Get([]byte{keyCheckpoint})
 		switch {
 		case errors.Is(err, badger.ErrKeyNotFound):
@@ -371,6 +407,10 @@ func (e *Engine) recipient(k string) (*recEntry, error) {
 		return re, nil
 	}
 	re := &recEntry{}
+	if !e.mayExist(k) {
+		e.recs.Add(k, re)
+		return re, nil
+	}
 	item, err := e.rtxn.Get([]byte(k))
 	switch {
 	case errors.Is(err, badger.ErrKeyNotFound):
@@ -395,7 +435,13 @@ func (e *Engine) addCount(s series, t int64, d int64) error {
 		ce, ok := e.counts.Get(k)
 		if !ok {
 			ce = &countEntry{}
-			item, err := e.rtxn.Get([]byte(k))
+			var item *badger.Item
+			var err error
+			if e.mayExist(k) {
+				item, err = e.rtxn.Get([]byte(k))
+			} else {
+				err = badger.ErrKeyNotFound
+			}
 			switch {
 			case errors.Is(err, badger.ErrKeyNotFound):
 			case err != nil:

@@ -143,6 +143,7 @@ type genEvent struct {
 	provider, account, campaign string
 	typ, recipient              string
 	t                           time.Time
+	id                          int // SendPulse message_id: events differing only in it are distinct
 }
 
 type payload struct {
@@ -186,7 +187,7 @@ func universe(rng *rand.Rand, batches, singles int) []payload {
 			r := recip()
 			elems = append(elems, fmt.Sprintf(`{"event":%q,"timestamp":%d,"message_id":%d,"email":%q,"task_id":%s,"smtp_server_response_code":"550","smtp_server_response_subcode":"5.1.1","smtp_server_response":"user unknown"}`,
 				spNames[typ], ts.Unix(), id, r, camp))
-			evs = append(evs, genEvent{"sendpulse", "sendpulse", camp, typ, r, ts})
+			evs = append(evs, genEvent{"sendpulse", "sendpulse", camp, typ, r, ts, id})
 		}
 		body := "[" + strings.Join(elems, ",") + ",]" // SendPulse's trailing comma
 		out = append(out, payload{path: "/v1/webhooks/sendpulse", body: []byte(body), events: evs})
@@ -200,7 +201,7 @@ func universe(rng *rand.Rand, batches, singles int) []payload {
 		body := fmt.Sprintf(`{"account_id":1001,"action_id":%s,"type_id":1,"activity_id":%d,"email":%q,"timestamp":%q}`,
 			camp, ebActivity[typ], r, ts.Format("2006-01-02 15:04:05.000000"))
 		out = append(out, payload{path: "/v1/webhooks/emblue", body: []byte(body),
-			events: []genEvent{{"emblue", "1001", camp, typ, r, ts}}})
+			events: []genEvent{{"emblue", "1001", camp, typ, r, ts, 0}}})
 	}
 	rng.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
 	return out
