@@ -23,7 +23,7 @@ import (
 //
 //	'G' uint32 BE cid, dim, key                      -> (empty) group registry
 //	'g' uint32 BE cid, dim, kind, uvarint len, key   -> counter series (kind 'e' events, 'r' recipients)
-//	'b' uint32 BE cid, dim, uvarint len, key, recipient -> recipient's first bounce time in the group
+//	'b' uint32 BE cid, recipient                     -> the recipient's first bounce time in each of its groups
 
 // BounceDims are the dimensions /v1/bounces groups by.
 var BounceDims = []string{"reason", "class", "status", "domain", "mx"}
@@ -61,14 +61,62 @@ func groupRegKey(cid uint32, dim byte, key string) string {
 	return string(append(b, key...))
 }
 
-func groupRecipKey(cid uint32, dim byte, key, recipient string) string {
-	b := make([]byte, 6, 6+binary.MaxVarintLen32+len(key)+len(recipient))
+func groupRecipKey(cid uint32, recipient string) string {
+	b := make([]byte, 5, 5+len(recipient))
 	b[0] = prefixGroupRecip
 	binary.BigEndian.PutUint32(b[1:], cid)
-	b[5] = dim
-	b = binary.AppendUvarint(b, uint64(len(key)))
-	b = append(b, key...)
 	return string(append(b, recipient...))
+}
+
+// groupFirst is a recipient's first bounce time in one group. A recipient
+// is in few groups (one reason, class, status, domain and MX per distinct
+// reply), so one record per recipient holds them all: one state read and
+// write per bounce instead of one per dimension.
+type groupFirst struct {
+	dim   byte
+	key   string
+	first int64
+}
+
+func encodeGroups(dst []byte, gs []groupFirst) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(gs)))
+	for _, g := range gs {
+		dst = append(dst, g.dim)
+		dst = binary.AppendUvarint(dst, uint64(len(g.key)))
+		dst = append(dst, g.key...)
+		dst = binary.AppendVarint(dst, g.first)
+	}
+	return dst
+}
+
+func decodeGroups(v []byte) ([]groupFirst, error) {
+	n, k := binary.Uvarint(v)
+	if k <= 0 || n > uint64(len(v)) {
+		return nil, fmt.Errorf("bounce groups record: %w", errCorrupt)
+	}
+	p := k
+	gs := make([]groupFirst, 0, n)
+	for i := uint64(0); i < n; i++ {
+		if p >= len(v) {
+			return nil, fmt.Errorf("bounce groups record: %w", errCorrupt)
+		}
+		dim := v[p]
+		p++
+		l, k := binary.Uvarint(v[p:])
+		if k <= 0 || l > uint64(len(v)-p-k) {
+			return nil, fmt.Errorf("bounce groups key: %w", errCorrupt)
+		}
+		p += k
+		key := string(v[p : p+int(l)])
+		p += int(l)
+		first, k := binary.Varint(v[p:])
+		if k <= 0 {
+			return nil, fmt.Errorf("bounce groups time: %w", errCorrupt)
+		}
+		p += k
+		gs = append(gs, groupFirst{dim, key, first})
+	}
+	return gs, nil
 }
 
 // mxPattern finds the receiving host a reply names: SendPulse's
@@ -108,6 +156,15 @@ func (e *Engine) applyBounce(cid uint32, ev *event.Event, recipient string, t in
 	}
 	keys := [...]string{r.Reason, string(r.Class), status, domain, MXHost(ev.SMTPResponse)}
 	for _, c := range [...]uint32{cid, allCampaigns} {
+		var re *recEntry
+		var rk string
+		if recipient != "" {
+			rk = groupRecipKey(c, recipient)
+			var err error
+			if re, err = e.recipient(rk); err != nil {
+				return err
+			}
+		}
 		for i, key := range keys {
 			if key == "" {
 				continue // no MX named
@@ -120,31 +177,32 @@ func (e *Engine) applyBounce(cid uint32, ev *event.Event, recipient string, t in
 			if err := e.addCount(groupSeries(c, dim, 'e', key), t, 1); err != nil {
 				return err
 			}
-			if recipient == "" {
+			if re == nil {
 				continue
 			}
-			k := groupRecipKey(c, dim, key, recipient)
-			re, err := e.recipient(k)
-			if err != nil {
-				return err
-			}
-			if re.st.mask&1 != 0 && re.st.first[0] <= t {
-				continue
+			j := 0
+			for j < len(re.groups) && (re.groups[j].dim != dim || re.groups[j].key != key) {
+				j++
 			}
 			rs := groupSeries(c, dim, 'r', key)
-			if re.st.mask&1 != 0 {
-				if err := e.addCount(rs, re.st.first[0], -1); err != nil {
+			if j < len(re.groups) {
+				if re.groups[j].first <= t {
+					continue
+				}
+				// An earlier bounce arrived late: move the first reach.
+				if err := e.addCount(rs, re.groups[j].first, -1); err != nil {
 					return err
 				}
+				re.groups[j].first = t
+			} else {
+				re.groups = append(re.groups, groupFirst{dim, key, t})
 			}
-			re.st.mask |= 1
-			re.st.first[0] = t
 			if err := e.addCount(rs, t, 1); err != nil {
 				return err
 			}
 			if !re.dirty {
 				re.dirty = true
-				e.dirtyRecs = append(e.dirtyRecs, k)
+				e.dirtyRecs = append(e.dirtyRecs, rk)
 			}
 		}
 	}

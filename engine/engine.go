@@ -67,7 +67,7 @@ func (c Config) Validate() error {
 
 // maxDirty bounds the keys written by one state transaction, well below
 // Badger's per-transaction limit for the memtable size used.
-const maxDirty = 40_000
+const maxDirty = 15_000
 
 // Engine applies the log to the state store. Run drives it; the query
 // methods (Funnel, Campaigns, ...) may be called concurrently with Run and
@@ -114,12 +114,32 @@ type Engine struct {
 type Stats struct {
 	Applied   uint64 // events applied since start
 	Commits   uint64
+	Keys      uint64 // state keys written
 	LastBatch time.Duration
 }
 
+// recEntry is a cached per-recipient record: a funnel state ('r' keys) or
+// the first bounce time per bounce group ('b' keys).
 type recEntry struct {
-	st    recState
-	dirty bool
+	st     recState
+	groups []groupFirst
+	dirty  bool
+}
+
+func (re *recEntry) encode(k string, dst []byte) []byte {
+	if k[0] == prefixGroupRecip {
+		return encodeGroups(dst, re.groups)
+	}
+	return re.st.encode(dst)
+}
+
+func (re *recEntry) decode(k string, v []byte) error {
+	if k[0] == prefixGroupRecip {
+		var err error
+		re.groups, err = decodeGroups(v)
+		return err
+	}
+	return re.st.decode(v)
 }
 
 type campKeyT struct{ source, account, campaign string }
@@ -154,7 +174,7 @@ func Open(cfg Config, src Log) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	db, err := storage.OpenBadger(cfg.Dir, 64, cfg.Logger)
+	db, err := storage.OpenBadgerOptions(cfg.Dir, storage.BadgerOptions{BlockCacheMB: 64, MemTableMB: 16, Snappy: true}, cfg.Logger)
 	if err != nil {
 		return nil, err
 	}
@@ -417,7 +437,7 @@ func (e *Engine) recipient(k string) (*recEntry, error) {
 	case err != nil:
 		return nil, fmt.Errorf("read recipient state: %w", err)
 	default:
-		if err := item.Value(re.st.decode); err != nil {
+		if err := item.Value(func(v []byte) error { return re.decode(k, v) }); err != nil {
 			return nil, err
 		}
 	}
@@ -426,11 +446,11 @@ func (e *Engine) recipient(k string) (*recEntry, error) {
 }
 
 func (e *Engine) addCount(s series, t int64, d int64) error {
-	sec := floorDiv(t, microsPerSecond)
+	minute := floorDiv(t, microsPerMinute)
 	for _, lk := range [...]struct {
 		level  byte
 		bucket int64
-	}{{levelTotal, 0}, {levelMinute, floorDiv(t, microsPerMinute)}, {levelSecond, sec}} {
+	}{{levelTotal, 0}, {levelMinute, minute}} {
 		k := countKey(s, lk.level, lk.bucket)
 		ce, ok := e.counts.Get(k)
 		if !ok {
@@ -453,8 +473,8 @@ func (e *Engine) addCount(s series, t int64, d int64) error {
 			}
 			e.counts.Add(k, ce)
 		}
-		if lk.level == levelSecond {
-			ce.add(int32(t-sec*microsPerSecond), d)
+		if lk.level == levelMinute {
+			ce.add(int32(t-minute*microsPerMinute), d)
 		} else {
 			ce.n += d
 		}
@@ -499,7 +519,7 @@ func (e *Engine) commit() error {
 		if !ok {
 			return fmt.Errorf("engine: dirty recipient state evicted")
 		}
-		e.buf = re.st.encode(e.buf[:0])
+		e.buf = re.encode(k, e.buf[:0])
 		if err := txn.Set([]byte(k), append([]byte(nil), e.buf...)); err != nil {
 			return fmt.Errorf("stage recipient state: %w", err)
 		}
@@ -553,6 +573,7 @@ func (e *Engine) commit() error {
 		e.rtxn.Discard()
 		e.rtxn = nil
 	}
+	nkeys := len(e.dirtyRecs) + len(e.dirtyCnts) + len(e.dirtyGroups)
 	for _, k := range e.dirtyRecs {
 		if re, ok := e.recs.Peek(k); ok {
 			re.dirty = false
@@ -584,6 +605,7 @@ func (e *Engine) commit() error {
 	e.statsMu.Lock()
 	e.stats.Applied += uint64(n)
 	e.stats.Commits++
+	e.stats.Keys += uint64(nkeys)
 	e.stats.LastBatch = time.Since(start)
 	e.statsMu.Unlock()
 	return nil

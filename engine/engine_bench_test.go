@@ -70,6 +70,9 @@ func BenchmarkEngine_Rebuild(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.ReportMetric(float64(n)/time.Since(start).Seconds(), "events/s")
+		st := eng.Stats()
+		b.ReportMetric(float64(st.Keys)/float64(n), "keys/event")
+		b.ReportMetric(float64(st.Commits), "commits")
 		b.StopTimer()
 		eng.Close()
 		b.StartTimer()

@@ -17,7 +17,6 @@ const (
 
 	levelTotal  = 'T'
 	levelMinute = 'm'
-	levelSecond = 's'
 )
 
 var errCorrupt = errors.New("corrupt engine state")
@@ -117,24 +116,22 @@ func campRecKey(cid uint32) []byte {
 	return b
 }
 
-const (
-	microsPerSecond = 1_000_000
-	microsPerMinute = 60_000_000
-)
+const microsPerMinute = 60_000_000
 
-// subCount is the count of events at one microsecond offset within a second.
+// subCount is the count of events at one microsecond offset within a minute.
 type subCount struct {
 	off int32
 	n   int64
 }
 
-// countEntry is one counter: a plain count for the total and minute
-// levels; for the second level also the counts per microsecond offset, so
-// that a range edge inside a second is still answered exactly without a
-// key per microsecond.
+// countEntry is one counter: a plain count for the total level; for the
+// minute level also the counts per microsecond offset within the minute,
+// so that a range edge inside a minute is answered exactly without a key
+// per event time. Second-precision data (SendPulse) has at most 60 offsets
+// per minute.
 type countEntry struct {
 	n      int64
-	detail []subCount // sorted by off; second level only
+	detail []subCount // sorted by off; minute level only
 	dirty  bool
 }
 
@@ -155,7 +152,7 @@ func (c *countEntry) add(off int32, d int64) {
 }
 
 func (c *countEntry) encode(level byte) []byte {
-	if level != levelSecond {
+	if level != levelMinute {
 		return binary.BigEndian.AppendUint64(make([]byte, 0, 8), uint64(c.n))
 	}
 	b := make([]byte, 0, 4+len(c.detail)*5)
@@ -169,7 +166,7 @@ func (c *countEntry) encode(level byte) []byte {
 }
 
 func (c *countEntry) decode(level byte, v []byte) error {
-	if level != levelSecond {
+	if level != levelMinute {
 		if len(v) != 8 {
 			return fmt.Errorf("counter: %w", errCorrupt)
 		}
@@ -178,29 +175,40 @@ func (c *countEntry) decode(level byte, v []byte) error {
 	}
 	n, k := binary.Varint(v)
 	if k <= 0 {
-		return fmt.Errorf("second counter: %w", errCorrupt)
+		return fmt.Errorf("minute counter: %w", errCorrupt)
 	}
 	c.n = n
 	p := k
 	cnt, k := binary.Uvarint(v[p:])
 	if k <= 0 || cnt > uint64(len(v)) {
-		return fmt.Errorf("second counter detail: %w", errCorrupt)
+		return fmt.Errorf("minute counter detail: %w", errCorrupt)
 	}
 	p += k
 	c.detail = make([]subCount, 0, cnt)
 	for i := uint64(0); i < cnt; i++ {
 		off, k := binary.Uvarint(v[p:])
-		if k <= 0 || off >= microsPerSecond {
-			return fmt.Errorf("second counter offset: %w", errCorrupt)
+		if k <= 0 || off >= microsPerMinute {
+			return fmt.Errorf("minute counter offset: %w", errCorrupt)
 		}
 		p += k
 		d, k := binary.Varint(v[p:])
 		if k <= 0 {
-			return fmt.Errorf("second counter count: %w", errCorrupt)
+			return fmt.Errorf("minute counter count: %w", errCorrupt)
 		}
 		p += k
 		c.detail = append(c.detail, subCount{int32(off), d})
 	}
+	return nil
+}
+
+// decodeTotal reads only the total of a minute counter, for minutes a
+// query covers whole.
+func (c *countEntry) decodeTotal(v []byte) error {
+	n, k := binary.Varint(v)
+	if k <= 0 {
+		return fmt.Errorf("minute counter: %w", errCorrupt)
+	}
+	c.n = n
 	return nil
 }
 

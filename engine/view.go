@@ -202,50 +202,27 @@ func countRange(txn *badger.Txn, s series, r Range) (int64, error) {
 	return n, err
 }
 
-// scanCounts calls fn(t, n) for counts of metric m whose times lie in
-// [lo, hi), exactly: whole minutes come from the minute level (t is the
-// minute's start), the partial minutes at the edges from the second level
-// (t is the second's start for whole seconds, the exact microsecond inside
-// partial seconds). Each call's bucket lies inside one minute, so callers can
-// assign it to any window of whole minutes.
+// scanCounts calls fn(t, n) for counts of series s whose times lie in
+// [lo, hi), exactly: a minute inside the range reports its total (t is the
+// minute's start); a minute cut by an edge reports its events per exact
+// microsecond. Each call's t lies inside one minute, so callers can assign
+// it to any window of whole minutes.
 func scanCounts(txn *badger.Txn, s series, lo, hi int64, fn func(t, n int64)) error {
 	if lo >= hi {
 		return nil
 	}
-	mFrom, mTo := ceilDiv(lo, microsPerMinute), floorDiv(hi, microsPerMinute)
-	if mFrom >= mTo {
-		return scanSeconds(txn, s, lo, hi, fn)
-	}
-	if err := scanSeconds(txn, s, lo, mFrom*microsPerMinute, fn); err != nil {
-		return err
-	}
-	err := scanRange(txn, s, levelMinute, mFrom, mTo, func(b []byte, bucket int64) error {
-		if len(b) != 8 {
-			return fmt.Errorf("minute counter: %w", errCorrupt)
-		}
-		fn(bucket*microsPerMinute, int64(binary.BigEndian.Uint64(b)))
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	return scanSeconds(txn, s, mTo*microsPerMinute, hi, fn)
-}
-
-// scanSeconds reports the second-level counts in [lo, hi).
-func scanSeconds(txn *badger.Txn, s series, lo, hi int64, fn func(t, n int64)) error {
-	if lo >= hi {
-		return nil
-	}
 	var ce countEntry
-	return scanRange(txn, s, levelSecond, floorDiv(lo, microsPerSecond), ceilDiv(hi, microsPerSecond), func(b []byte, sec int64) error {
-		if err := ce.decode(levelSecond, b); err != nil {
-			return err
-		}
-		start := sec * microsPerSecond
-		if start >= lo && start+microsPerSecond <= hi {
+	return scanRange(txn, s, levelMinute, floorDiv(lo, microsPerMinute), ceilDiv(hi, microsPerMinute), func(b []byte, minute int64) error {
+		start := minute * microsPerMinute
+		if start >= lo && start+microsPerMinute <= hi {
+			if err := ce.decodeTotal(b); err != nil {
+				return err
+			}
 			fn(start, ce.n)
 			return nil
+		}
+		if err := ce.decode(levelMinute, b); err != nil {
+			return err
 		}
 		for _, d := range ce.detail {
 			if t := start + int64(d.off); t >= lo && t < hi {

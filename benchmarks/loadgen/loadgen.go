@@ -207,7 +207,10 @@ func (g *generator) body(b []byte) ([]byte, int) {
 		b = append(b, `,"email":"user`...)
 		b = strconv.AppendInt(b, int64(g.rng.IntN(g.cfg.Recipients)), 10)
 		b = append(b, `@example.com","timestamp":"2026-11-23 10:`...)
-		m, s, us := n/60_000_000%60, n/1_000_000%60, n%1_000_000
+		// Event time advances 1 ms per event: a large send produces about
+		// 1,000 events per second, not events spread over a whole day.
+		us := n * 1000
+		m, s, us := us/60_000_000%60, us/1_000_000%60, us%1_000_000
 		b = append(b, byte('0'+m/10), byte('0'+m%10), ':', byte('0'+s/10), byte('0'+s%10), '.')
 		b = append(b, fmt.Sprintf("%06d", us)...)
 		b = append(b, `"}`...)
@@ -223,7 +226,7 @@ func (g *generator) body(b []byte) ([]byte, int) {
 		b = append(b, `{"event":"`...)
 		b = append(b, ev...)
 		b = append(b, `","timestamp":`...)
-		b = strconv.AppendInt(b, base+int64(n%86400), 10)
+		b = strconv.AppendInt(b, base+int64(n/1000), 10) // about 1,000 events per second of event time
 		b = append(b, `,"message_id":`...)
 		b = strconv.AppendUint(b, n, 10)
 		b = append(b, `,"email":"user`...)
