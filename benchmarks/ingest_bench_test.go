@@ -62,6 +62,7 @@ func BenchmarkIngest(b *testing.B) {
 		cfg  loadgen.Config
 	}{
 		{"provider=sendpulse/batch=500", loadgen.Config{Mode: loadgen.SendPulse, BatchSize: 500, Connections: 8}},
+		{"provider=sendpulse/batch=500/conns=32", loadgen.Config{Mode: loadgen.SendPulse, BatchSize: 500, Connections: 32}},
 		{"provider=emblue/conns=64", loadgen.Config{Mode: loadgen.EmBlue, Connections: 64}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {

@@ -126,6 +126,10 @@ var mxPattern = regexp.MustCompile(`(?i)(?:\bMX:\s*|\bhost\s+)([a-z0-9][a-z0-9.-
 // MXHost returns the receiving host named in an SMTP reply, lower-cased,
 // or "".
 func MXHost(text string) string {
+	// Most replies name no host: skip the regexp for them.
+	if !strings.Contains(text, "MX") && !strings.Contains(text, "mx") && !strings.Contains(text, "ost ") {
+		return ""
+	}
 	if m := mxPattern.FindStringSubmatch(text); m != nil {
 		return strings.ToLower(strings.TrimRight(m[1], "."))
 	}

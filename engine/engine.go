@@ -45,13 +45,19 @@ type Config struct {
 	// BatchEvents is the most events applied per state transaction.
 	// Default 5,000.
 	BatchEvents int
+	// CommitInterval is the least time between two catch-ups while
+	// following the log. Under load, waiting a little lets one state
+	// transaction cover many appends, so hot counters and recipients are
+	// written once instead of once per webhook; it bounds how stale the
+	// query API can be. Default 20ms; negative means no wait.
+	CommitInterval time.Duration
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
 
 // DefaultConfig returns the defaults for dir.
 func DefaultConfig(dir string) Config {
-	return Config{Dir: dir, RecipientCache: 500_000, CounterCache: 200_000, BatchEvents: 5_000}
+	return Config{Dir: dir, RecipientCache: 500_000, CounterCache: 200_000, BatchEvents: 5_000, CommitInterval: 20 * time.Millisecond}
 }
 
 // Validate reports the first invalid field.
@@ -167,6 +173,9 @@ func Open(cfg Config, src Log) (*Engine, error) {
 	}
 	if cfg.BatchEvents == 0 {
 		cfg.BatchEvents = d.BatchEvents
+	}
+	if cfg.CommitInterval == 0 {
+		cfg.CommitInterval = d.CommitInterval
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -298,6 +307,7 @@ func (e *Engine) WaitApplied(ctx context.Context, seq uint64) error {
 func (e *Engine) Run(ctx context.Context) error {
 	for {
 		ch := e.src.Changed()
+		start := time.Now()
 		if err := e.CatchUp(ctx, nil); err != nil {
 			if ctx.Err() != nil {
 				break
@@ -306,10 +316,19 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 		select {
 		case <-ch:
-			continue
 		case <-ctx.Done():
 		}
-		break
+		if ctx.Err() != nil {
+			break
+		}
+		if wait := e.cfg.CommitInterval - time.Since(start); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+			}
+		}
 	}
 	// Drain: the ingest server has stopped accepting by now, so the log's
 	// end is fixed; committing it makes the next start ready at once.

@@ -129,7 +129,6 @@ func (l *Log) commitGroup(group []*appendReq) error {
 	next := l.lastSeq.Load() + 1
 	first := next
 	seen := make(map[Hash]struct{})
-	var entry []byte
 	var count int
 
 	rtxn := l.db.NewTransaction(false)
@@ -166,11 +165,45 @@ func (l *Log) commitGroup(group []*appendReq) error {
 		return nil
 	}
 
-	// The entry: count, then each event length-prefixed.
-	entry = binary.AppendUvarint(entry, uint64(count))
-	var buf []byte
+	// Each log entry (count, then each event length-prefixed) and its
+	// dedupe keys commit in one transaction. A group larger than
+	// entryEvents is split into several transactions, which keeps each under
+	// Badger's transaction size limit; the group is still acknowledged only
+	// after the one sync that covers all of them. A crash between them
+	// leaves a prefix stored: its redelivery counts those as duplicates and
+	// stores the rest, so nothing is lost or doubled.
+	var body, buf []byte
 	wtxn := l.db.NewTransaction(true)
-	defer wtxn.Discard()
+	defer func() { wtxn.Discard() }()
+	chunkFirst, n, committed := first, 0, first-1
+	flush := func() error {
+		if n == 0 {
+			return nil
+		}
+		entry := binary.AppendUvarint(make([]byte, 0, len(body)+binary.MaxVarintLen64), uint64(n))
+		entry = append(entry, body...)
+		if err := wtxn.Set(seqKey(prefixLog, chunkFirst), entry); err != nil {
+			return fmt.Errorf("stage log entry: %w", err)
+		}
+		if err := wtxn.Commit(); err != nil {
+			return fmt.Errorf("commit log entry at seq %d: %w", chunkFirst, err)
+		}
+		committed = chunkFirst + uint64(n) - 1
+		wtxn = l.db.NewTransaction(true)
+		chunkFirst += uint64(n)
+		n, body = 0, body[:0]
+		return nil
+	}
+	fail := func(err error) error {
+		if committed >= first {
+			// Part of the group is visible to readers: seqs continue after
+			// it, but no caller is acknowledged.
+			l.lastSeq.Store(committed)
+			l.notify()
+		}
+		l.unassign(group)
+		return err
+	}
 	for _, r := range group {
 		for i := range r.events {
 			e := &r.events[i]
@@ -178,39 +211,36 @@ func (l *Log) commitGroup(group []*appendReq) error {
 				continue
 			}
 			buf = event.Append(buf[:0], e)
-			entry = binary.AppendUvarint(entry, uint64(len(buf)))
-			entry = append(entry, buf...)
+			body = binary.AppendUvarint(body, uint64(len(buf)))
+			body = append(body, buf...)
 			var v [8]byte
 			binary.BigEndian.PutUint64(v[:], e.Seq)
 			if err := wtxn.SetEntry(badger.NewEntry(r.hashes[i].key(), v[:]).WithTTL(l.cfg.DedupeHorizon)); err != nil {
-				l.unassign(group)
-				return fmt.Errorf("stage dedupe key: %w", err)
+				return fail(fmt.Errorf("stage dedupe key: %w", err))
+			}
+			if n++; n == entryEvents {
+				if err := flush(); err != nil {
+					return fail(err)
+				}
 			}
 		}
 	}
-	if err := wtxn.Set(seqKey(prefixLog, first), entry); err != nil {
-		l.unassign(group)
-		return fmt.Errorf("stage log entry: %w", err)
-	}
-	if err := wtxn.Commit(); err != nil {
-		l.unassign(group)
-		return fmt.Errorf("commit log entry at seq %d: %w", first, err)
+	if err := flush(); err != nil {
+		return fail(err)
 	}
 	if !l.cfg.NoSync {
 		if err := l.db.Sync(); err != nil {
-			// The entry may or may not survive a crash; we must not
-			// acknowledge it. Later seqs continue after it either way, since
-			// the commit is visible to this process.
-			l.lastSeq.Store(next - 1)
-			l.notify()
-			l.unassign(group)
-			return fmt.Errorf("sync log at seq %d: %w", first, err)
+			return fail(fmt.Errorf("sync log at seq %d: %w", first, err))
 		}
 	}
 	l.lastSeq.Store(next - 1)
 	l.notify()
 	return nil
 }
+
+// entryEvents bounds the events of one log entry (and so of one Badger
+// transaction, with their dedupe keys).
+const entryEvents = 10_000
 
 // unassign clears results of a group whose commit failed, so that no caller
 // mistakes the seqs for stored events.

@@ -195,3 +195,25 @@ func TestTooLargeAndStop(t *testing.T) {
 	boom := errors.New("boom")
 	require.ErrorIs(t, l.ReadFrom(context.Background(), 1, func(*event.Event) error { return boom }), boom)
 }
+
+// TestLargeBatchSpansEntries appends a batch larger than one log entry (and
+// one Badger transaction) holds, and reads it back whole and in order.
+func TestLargeBatchSpansEntries(t *testing.T) {
+	l := storagetest.New(t)
+	batch := make([]event.Event, 25_000)
+	for i := range batch {
+		batch[i] = ev(i)
+	}
+	res, err := l.AppendCtx(batch...)
+	require.NoError(t, err)
+	require.Equal(t, storage.Result{Accepted: 25_000, FirstSeq: 1, LastSeq: 25_000}, res)
+	got := readAll(t, l, 9_999)
+	require.Len(t, got, 25_000-9_998)
+	for i, e := range got {
+		require.EqualValues(t, 9_999+i, e.Seq)
+		require.Equal(t, batch[9_998+i].Recipient, e.Recipient)
+	}
+	res, err = l.AppendCtx(batch[20_000:]...)
+	require.NoError(t, err)
+	require.Equal(t, 5_000, res.Duplicates)
+}
