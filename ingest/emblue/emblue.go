@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/mailfunnel/mailfunnel/ingest/jsonfield"
+
+	"github.com/valyala/fastjson"
+
 	"github.com/mailfunnel/mailfunnel/event"
 	"github.com/mailfunnel/mailfunnel/ingest"
-	"github.com/valyala/fastjson"
 )
 
 // Name is the provider name used in URLs and in event.Provider.
@@ -50,7 +53,7 @@ func (a *Adapter) Parse(src ingest.Source, body []byte, recv time.Time) ([]event
 	defer a.parsers.Put(p)
 	root, err := p.ParseBytes(body)
 	if err != nil {
-		return nil, syntaxError(body, err)
+		return nil, jsonfield.SyntaxError(body, err)
 	}
 	name := src.Name
 	if name == "" {
@@ -127,7 +130,7 @@ func parseElement(e *event.Event, v *fastjson.Value, prev *event.Event, source s
 		p = *prev
 	}
 
-	id, err := trimmed(activity, buf[:])
+	id, err := jsonfield.Trimmed(activity, buf[:])
 	if err != nil {
 		return fail("activity_id", err)
 	}
@@ -140,7 +143,7 @@ func parseElement(e *event.Event, v *fastjson.Value, prev *event.Event, source s
 	}
 	e.Source, e.Provider = source, Name
 
-	r, err := scalar(email, buf[:])
+	r, err := jsonfield.Scalar(email, buf[:])
 	if err != nil {
 		return fail("email", err)
 	}
@@ -152,7 +155,7 @@ func parseElement(e *event.Event, v *fastjson.Value, prev *event.Event, source s
 	e.Recipient = string(r)
 	e.RecipientDomain = event.Domain(e.Recipient)
 
-	ts, err := trimmed(timestamp, buf[:])
+	ts, err := jsonfield.Trimmed(timestamp, buf[:])
 	if err != nil {
 		return fail("timestamp", err)
 	}
@@ -174,7 +177,7 @@ func parseElement(e *event.Event, v *fastjson.Value, prev *event.Event, source s
 		{"type_id", typeID, &e.SendType, p.SendType},
 		{"url", url, &e.URL, p.URL},
 	} {
-		b, err := trimmed(s.v, buf[:])
+		b, err := jsonfield.Trimmed(s.v, buf[:])
 		if err != nil {
 			return fail(s.field, err)
 		}

@@ -9,11 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/mailfunnel/mailfunnel/event"
 	"github.com/mailfunnel/mailfunnel/ingest"
 	"github.com/mailfunnel/mailfunnel/ingest/emblue"
 	"github.com/mailfunnel/mailfunnel/ingest/ingesttest"
-	"github.com/stretchr/testify/require"
 )
 
 // TestGolden compares the events of every testdata/<case>.json with

@@ -6,9 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/mailfunnel/mailfunnel/ingest/emblue"
 	"github.com/mailfunnel/mailfunnel/ingest/ingesttest"
-	"github.com/stretchr/testify/require"
 )
 
 // maxFuzzInput skips inputs that only make the fuzzer slow.

@@ -8,9 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/mailfunnel/mailfunnel/ingest/ingesttest"
 	"github.com/mailfunnel/mailfunnel/ingest/sendpulse"
-	"github.com/stretchr/testify/require"
 )
 
 // maxFuzzInput skips inputs that only make the fuzzer slow.

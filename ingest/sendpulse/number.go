@@ -6,6 +6,8 @@ import (
 	"math"
 	"strconv"
 	"time"
+
+	"github.com/mailfunnel/mailfunnel/ingest/jsonfield"
 )
 
 // maxUnix is 9999-12-31T23:59:59Z. Later timestamps are almost always
@@ -21,7 +23,7 @@ var errTimestamp = errors.New("want Unix seconds (a number or numeric string)")
 // "1490954061.123456" keeps its microseconds exactly. The result is UTC,
 // truncated to microseconds like everything the log stores.
 func parseUnix(b []byte) (time.Time, error) {
-	if !validNumber(b) || b[0] == '-' {
+	if !jsonfield.ValidNumber(b) || b[0] == '-' {
 		return time.Time{}, fmt.Errorf("%w, got %q", errTimestamp, b)
 	}
 	var sec, nsec int64
@@ -74,7 +76,7 @@ func parseCode(b []byte) (int32, error) {
 		return n, nil
 	}
 slow:
-	if !validNumber(b) {
+	if !jsonfield.ValidNumber(b) {
 		return 0, fmt.Errorf("%w, got %q", errCode, b)
 	}
 	f, err := strconv.ParseFloat(string(b), 64)

@@ -7,9 +7,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mailfunnel/mailfunnel/ingest/jsonfield"
+
+	"github.com/valyala/fastjson"
+
 	"github.com/mailfunnel/mailfunnel/event"
 	"github.com/mailfunnel/mailfunnel/ingest"
-	"github.com/valyala/fastjson"
 )
 
 // Name is the provider name used in URLs and in event.Provider.
@@ -74,7 +77,7 @@ func (a *Adapter) Parse(src ingest.Source, body []byte, recv time.Time) ([]event
 	in := blankTrailingCommas(&st.scratch, body)
 	root, err := st.p.ParseBytes(in)
 	if err != nil {
-		return nil, syntaxError(in, err)
+		return nil, jsonfield.SyntaxError(in, err)
 	}
 	var elems []*fastjson.Value
 	switch root.Type() {
@@ -174,7 +177,7 @@ func parseElement(e *event.Event, v *fastjson.Value, prev *event.Event, source s
 		p = *prev
 	}
 
-	name, err := trimmed(f.event, buf[:])
+	name, err := jsonfield.Trimmed(f.event, buf[:])
 	if err != nil {
 		return fail("event", err)
 	}
@@ -192,7 +195,7 @@ func parseElement(e *event.Event, v *fastjson.Value, prev *event.Event, source s
 	if isAbsent(rv) {
 		rf, rv = "email", f.email
 	}
-	r, err := scalar(rv, buf[:])
+	r, err := jsonfield.Scalar(rv, buf[:])
 	if err != nil {
 		return fail(rf, err)
 	}
@@ -204,7 +207,7 @@ func parseElement(e *event.Event, v *fastjson.Value, prev *event.Event, source s
 	e.Recipient = string(r)
 	e.RecipientDomain = event.Domain(e.Recipient)
 
-	ts, err := trimmed(f.timestamp, buf[:])
+	ts, err := jsonfield.Trimmed(f.timestamp, buf[:])
 	if err != nil {
 		return fail("timestamp", err)
 	}
@@ -215,7 +218,7 @@ func parseElement(e *event.Event, v *fastjson.Value, prev *event.Event, source s
 	}
 	e.ReceivedTime = recv
 
-	code, err := trimmed(f.code, buf[:])
+	code, err := jsonfield.Trimmed(f.code, buf[:])
 	if err == nil {
 		e.SMTPCode, err = parseCode(code)
 	}
@@ -236,7 +239,7 @@ func parseElement(e *event.Event, v *fastjson.Value, prev *event.Event, source s
 		{"sender", f.sender, &e.Sender, p.Sender, false},
 		{"subject", f.subject, &e.Subject, p.Subject, false},
 	} {
-		b, err := scalar(s.v, buf[:])
+		b, err := jsonfield.Scalar(s.v, buf[:])
 		if s.trim {
 			b = bytes.TrimSpace(b)
 		}
@@ -254,7 +257,7 @@ func parseElement(e *event.Event, v *fastjson.Value, prev *event.Event, source s
 		field string
 		v     *fastjson.Value
 	}{{"campaign_id", f.campaignID}, {"task_id", f.taskID}} {
-		b, err := trimmed(c.v, buf[:])
+		b, err := jsonfield.Trimmed(c.v, buf[:])
 		if err != nil {
 			return fail(c.field, err)
 		}
@@ -267,7 +270,7 @@ func parseElement(e *event.Event, v *fastjson.Value, prev *event.Event, source s
 		field string
 		v     *fastjson.Value
 	}{{"link", f.link}, {"link_url", f.linkURL}, {"url", f.url}} {
-		b, err := trimmed(u.v, buf[:])
+		b, err := jsonfield.Trimmed(u.v, buf[:])
 		if err != nil {
 			return fail(u.field, err)
 		}

@@ -8,11 +8,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/mailfunnel/mailfunnel/event"
 	"github.com/mailfunnel/mailfunnel/ingest"
 	"github.com/mailfunnel/mailfunnel/ingest/ingesttest"
 	"github.com/mailfunnel/mailfunnel/ingest/sendpulse"
-	"github.com/stretchr/testify/require"
 )
 
 // TestGolden compares the events of every testdata/<case>.json with

@@ -1,4 +1,8 @@
-package emblue
+// Package jsonfield reads the fields of provider webhook JSON the way every
+// mailfunnel adapter needs: values that may be strings or numbers, trimmed
+// ids, strictly checked numbers, and syntax errors that name a byte offset.
+// It is shared by the adapters so that each quirk is handled once.
+package jsonfield
 
 import (
 	"bytes"
@@ -6,19 +10,16 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/mailfunnel/mailfunnel/ingest"
 	"github.com/valyala/fastjson"
+
+	"github.com/mailfunnel/mailfunnel/ingest"
 )
 
-// The helpers below mirror those of ingest/sendpulse. They are small and
-// kept per provider so that each adapter can follow its provider's quirks
-// without a shared package to negotiate.
-
-// syntaxError wraps ingest.ErrSyntax with where the body stops being JSON.
+// SyntaxError wraps ingest.ErrSyntax with where the body stops being JSON.
 // fastjson's errors quote the unparsed tail but carry no offset, so on this
 // (rare) path the body is scanned again by encoding/json, whose SyntaxError
 // has one.
-func syntaxError(body []byte, perr error) error {
+func SyntaxError(body []byte, perr error) error {
 	var raw json.RawMessage
 	var se *json.SyntaxError
 	if err := json.Unmarshal(body, &raw); errors.As(err, &se) {
@@ -27,16 +28,16 @@ func syntaxError(body []byte, perr error) error {
 	return fmt.Errorf("%w: %s", ingest.ErrSyntax, perr)
 }
 
-// errNotScalar is returned for a field that should hold a string or a number.
-var errNotScalar = errors.New("want a string or a number")
+// ErrNotScalar is returned for a field that should hold a string or a number.
+var ErrNotScalar = errors.New("want a string or a number")
 
-// scalar returns the text of a string or number value: the unescaped string
-// or the number's literal. Strings keep their white space (see trimmed). A
+// Scalar returns the text of a string or number value: the unescaped string
+// or the number's literal. Strings keep their white space (see Trimmed). A
 // missing field or JSON null yields nil. A number's literal is appended to
 // buf (fastjson exposes it only through MarshalTo), so a caller's stack
 // array avoids an allocation. The bytes alias the parser's memory or buf and
 // must be copied before they are kept.
-func scalar(v *fastjson.Value, buf []byte) ([]byte, error) {
+func Scalar(v *fastjson.Value, buf []byte) ([]byte, error) {
 	if v == nil {
 		return nil, nil
 	}
@@ -50,24 +51,24 @@ func scalar(v *fastjson.Value, buf []byte) ([]byte, error) {
 		// fastjson accepts loose literals such as NaN or 01; the fields we
 		// keep must hold real JSON numbers.
 		lit := v.MarshalTo(buf[:0])
-		if !validNumber(lit) {
+		if !ValidNumber(lit) {
 			return nil, fmt.Errorf("invalid number %q", lit)
 		}
 		return lit, nil
 	default:
-		return nil, fmt.Errorf("%w, got %s", errNotScalar, v.Type())
+		return nil, fmt.Errorf("%w, got %s", ErrNotScalar, v.Type())
 	}
 }
 
-// trimmed is scalar without surrounding white space: for ids and times,
+// Trimmed is Scalar without surrounding white space: for ids and times,
 // where the spaces are noise rather than content.
-func trimmed(v *fastjson.Value, buf []byte) ([]byte, error) {
-	b, err := scalar(v, buf)
+func Trimmed(v *fastjson.Value, buf []byte) ([]byte, error) {
+	b, err := Scalar(v, buf)
 	return bytes.TrimSpace(b), err
 }
 
-// validNumber reports whether s is a number in the JSON grammar.
-func validNumber(s []byte) bool {
+// ValidNumber reports whether s is a number in the JSON grammar.
+func ValidNumber(s []byte) bool {
 	i := 0
 	if i < len(s) && s[i] == '-' {
 		i++
