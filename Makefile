@@ -42,8 +42,9 @@ lint: ## gofmt check, go vet, staticcheck
 fmt: ## format the code
 	gofmt -w $$(git ls-files '*.go')
 
-tidy-check: ## fail if go.mod/go.sum are not tidy
+tidy-check: ## fail if go.mod/go.sum (main module and the DuckDB test module) are not tidy
 	$(GO) mod tidy -diff
+	cd export/duckdbtest && $(GO) mod tidy -diff
 
 smoke: ## the contract smoke test against the built binary
 	../shared/smoke/contract-smoke
