@@ -43,7 +43,8 @@ func Append(dst []byte, e *Event) []byte {
 }
 
 // Decode decodes one event from the front of b into e and returns the number
-// of bytes consumed. Strings in e do not alias b, so b may be reused.
+// of bytes consumed. Strings in e do not alias b, so b may be reused; they
+// share one allocation, so keeping any field keeps the event's strings alive.
 func Decode(b []byte, e *Event) (int, error) {
 	if len(b) < 3 {
 		return 0, fmt.Errorf("%w: short header", ErrCorrupt)
@@ -71,18 +72,29 @@ func Decode(b []byte, e *Event) (int, error) {
 	e.EventTime = time.UnixMicro(ints[0]).UTC()
 	e.ReceivedTime = time.UnixMicro(ints[1]).UTC()
 	e.SMTPCode = int32(ints[2])
-	for i, dst := range [...]*string{
+	// The strings are read in two passes: first their spans, then one
+	// string conversion of the whole region, of which every field is a
+	// substring. One allocation per event instead of thirteen: the engine,
+	// rebuild and export all decode every event.
+	dsts := [...]*string{
 		&e.Source, &e.Provider, &e.ProviderEvent, &e.Account, &e.Campaign,
 		&e.MessageID, &e.Recipient, &e.SMTPStatus, &e.SMTPResponse, &e.URL,
 		&e.Subject, &e.Sender, &e.SendType,
-	} {
+	}
+	var spans [len(dsts)][2]int
+	start := p
+	for i := range dsts {
 		l, n := binary.Uvarint(b[p:])
 		if n <= 0 || l > uint64(len(b)-p-n) {
 			return 0, fmt.Errorf("%w: string field %d", ErrCorrupt, i)
 		}
 		p += n
-		*dst = string(b[p : p+int(l)])
+		spans[i] = [2]int{p - start, p - start + int(l)}
 		p += int(l)
+	}
+	region := string(b[start:p])
+	for i, dst := range dsts {
+		*dst = region[spans[i][0]:spans[i][1]]
 	}
 	e.RecipientDomain = Domain(e.Recipient)
 	return p, nil
