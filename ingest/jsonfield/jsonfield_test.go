@@ -66,4 +66,3 @@ func FuzzValidNumber(f *testing.F) {
 		}
 	})
 }
-
