@@ -33,6 +33,7 @@ const (
 	prefixGroupCount = 'g'
 	prefixGroupRecip = 'b'
 	allCampaigns     = 0
+	dimClass         = 2 // BounceDims[1]
 )
 
 func dimIndex(name string) (byte, bool) {
@@ -148,8 +149,9 @@ func Classify(ev *event.Event) (class, reason string) {
 }
 
 // applyBounce counts a bounce event in its groups.
-func (e *Engine) applyBounce(cid uint32, ev *event.Event, recipient string, t int64) error {
-	r := bounce.Classify(bounce.Input{Code: int(ev.SMTPCode), Status: ev.SMTPStatus, Text: ev.SMTPResponse, Label: ev.ProviderEvent})
+// r is the event's classification. The class dimension's first-reach
+// moves are mirrored in the recipient domain's class series.
+func (e *Engine) applyBounce(cid uint32, ev *event.Event, recipient string, t int64, r *bounce.Result) error {
 	status := r.Status
 	if status == "" {
 		status = "none"
@@ -189,17 +191,24 @@ func (e *Engine) applyBounce(cid uint32, ev *event.Event, recipient string, t in
 				j++
 			}
 			rs := groupSeries(c, dim, 'r', key)
-			if j < len(re.groups) {
-				if re.groups[j].first <= t {
+			had := j < len(re.groups)
+			var old int64
+			if had {
+				if old = re.groups[j].first; old <= t {
 					continue
 				}
 				// An earlier bounce arrived late: move the first reach.
-				if err := e.addCount(rs, re.groups[j].first, -1); err != nil {
+				if err := e.addCount(rs, old, -1); err != nil {
 					return err
 				}
 				re.groups[j].first = t
 			} else {
 				re.groups = append(re.groups, groupFirst{dim, key, t})
+			}
+			if m, ok := classMetric(key); ok && dim == dimClass {
+				if err := e.moveDomain(c, domain, m, had, old, t); err != nil {
+					return err
+				}
 			}
 			if err := e.addCount(rs, t, 1); err != nil {
 				return err

@@ -16,6 +16,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 
+	"github.com/mailfunnel/mailfunnel/engine/bounce"
 	"github.com/mailfunnel/mailfunnel/event"
 	"github.com/mailfunnel/mailfunnel/storage"
 )
@@ -51,13 +52,21 @@ type Config struct {
 	// written once instead of once per webhook; it bounds how stale the
 	// query API can be. Default 20ms; negative means no wait.
 	CommitInterval time.Duration
+	// SuppressSoftCount is how many soft (or undetermined) bounces within
+	// SuppressSoftWindow suppress a recipient. Default 3; negative turns
+	// the rule off. The state depends on it: rebuild with the same value.
+	SuppressSoftCount int
+	// SuppressSoftWindow is the event-time window of SuppressSoftCount.
+	// Default 168h (7 days).
+	SuppressSoftWindow time.Duration
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
 
 // DefaultConfig returns the defaults for dir.
 func DefaultConfig(dir string) Config {
-	return Config{Dir: dir, RecipientCache: 500_000, CounterCache: 200_000, BatchEvents: 5_000, CommitInterval: 20 * time.Millisecond}
+	return Config{Dir: dir, RecipientCache: 500_000, CounterCache: 200_000, BatchEvents: 5_000, CommitInterval: 20 * time.Millisecond,
+		SuppressSoftCount: 3, SuppressSoftWindow: 7 * 24 * time.Hour}
 }
 
 // Validate reports the first invalid field.
@@ -67,6 +76,8 @@ func (c Config) Validate() error {
 		return errors.New("engine config: Dir is required")
 	case c.RecipientCache < 0, c.CounterCache < 0, c.BatchEvents < 0:
 		return errors.New("engine config: sizes must not be negative")
+	case c.SuppressSoftWindow < 0:
+		return errors.New("engine config: SuppressSoftWindow must not be negative")
 	}
 	return nil
 }
@@ -84,17 +95,25 @@ type Engine struct {
 	log *slog.Logger
 	src Log
 
-	// Apply-side state, owned by the Run goroutine.
-	rtxn        *badger.Txn
-	recs        *simplelru.LRU[string, *recEntry]
-	counts      *simplelru.LRU[string, *countEntry]
-	dirtyRecs   []string
-	dirtyCnts   []string
-	camps       map[campKeyT]*campaign
-	groups      map[string]bool // bounce group registry keys known to exist
-	dirtyGroups []string
-	campByID    map[uint32]*campaign
-	nextCID     uint32
+	// Apply-side state, owned by the Run goroutine; mu guards it against
+	// LiftSuppression, the one writer from outside.
+	mu           sync.Mutex
+	closed       bool
+	rtxn         *badger.Txn
+	recs         *simplelru.LRU[string, *recEntry]
+	counts       *simplelru.LRU[string, *countEntry]
+	dirtyRecs    []string
+	dirtyCnts    []string
+	camps        map[campKeyT]*campaign
+	groups       map[string]bool // bounce group and domain registry keys known to exist
+	dirtyGroups  []string
+	dirtySup     map[string][]byte // recipient -> API suppression record, nil to delete
+	journal      []string          // lift journal keys to write
+	liftQ        []Lift            // journal lifts still to replay, by seq
+	softCount    int
+	softWindowUS int64
+	campByID     map[uint32]*campaign
+	nextCID      uint32
 	// fresh is true while every key in the state store was written by
 	// this process (it opened an empty store: a rebuild or a first start).
 	// written then holds every key created, and a key it has not seen
@@ -124,22 +143,34 @@ type Stats struct {
 	LastBatch time.Duration
 }
 
-// recEntry is a cached per-recipient record: a funnel state ('r' keys) or
-// the first bounce time per bounce group ('b' keys).
+// recEntry is a cached per-recipient record: a funnel state ('r' keys),
+// the first bounce time per bounce group ('b' keys) or the suppression
+// record ('s' keys).
 type recEntry struct {
 	st     recState
 	groups []groupFirst
+	sup    *supState
 	dirty  bool
 }
 
 func (re *recEntry) encode(k string, dst []byte) []byte {
-	if k[0] == prefixGroupRecip {
+	switch k[0] {
+	case prefixGroupRecip:
 		return encodeGroups(dst, re.groups)
+	case prefixSupState:
+		if re.sup == nil {
+			re.sup = &supState{}
+		}
+		return re.sup.encode(dst)
 	}
 	return re.st.encode(dst)
 }
 
 func (re *recEntry) decode(k string, v []byte) error {
+	if k[0] == prefixSupState {
+		re.sup = &supState{}
+		return re.sup.decode(v)
+	}
 	if k[0] == prefixGroupRecip {
 		var err error
 		re.groups, err = decodeGroups(v)
@@ -177,6 +208,12 @@ func Open(cfg Config, src Log) (*Engine, error) {
 	if cfg.CommitInterval == 0 {
 		cfg.CommitInterval = d.CommitInterval
 	}
+	if cfg.SuppressSoftCount == 0 {
+		cfg.SuppressSoftCount = d.SuppressSoftCount
+	}
+	if cfg.SuppressSoftWindow == 0 {
+		cfg.SuppressSoftWindow = d.SuppressSoftWindow
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -188,7 +225,8 @@ func Open(cfg Config, src Log) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{cfg: cfg, db: db, log: cfg.Logger, src: src,
-		camps: map[campKeyT]*campaign{}, campByID: map[uint32]*campaign{}, nextCID: 1, groups: map[string]bool{}}
+		camps: map[campKeyT]*campaign{}, campByID: map[uint32]*campaign{}, nextCID: 1, groups: map[string]bool{},
+		dirtySup: map[string][]byte{}, softCount: cfg.SuppressSoftCount, softWindowUS: cfg.SuppressSoftWindow.Microseconds()}
 	e.recs, _ = simplelru.NewLRU[string, *recEntry](math.MaxInt32, nil)
 	e.counts, _ = simplelru.NewLRU[string, *countEntry](math.MaxInt32, nil)
 	ch := make(chan struct{})
@@ -245,11 +283,20 @@ func (e *Engine) load() error {
 				return err
 			}
 		}
-		git := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixGroupReg}})
-		for git.Rewind(); git.Valid(); git.Next() {
-			e.groups[string(git.Item().KeyCopy(nil))] = true
+		for _, p := range []byte{prefixGroupReg, prefixDomainReg} {
+			git := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{p}})
+			for git.Rewind(); git.Valid(); git.Next() {
+				e.groups[string(git.Item().KeyCopy(nil))] = true
+			}
+			git.Close()
 		}
-		git.Close()
+		lit := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixLift}})
+		for lit.Rewind(); lit.Valid(); lit.Next() {
+			if k := lit.Item().Key(); len(k) >= 9 && binary.BigEndian.Uint64(k[1:9]) > e.applied.Load() {
+				e.liftQ = append(e.liftQ, Lift{Seq: binary.BigEndian.Uint64(k[1:9]), Recipient: string(k[9:])})
+			}
+		}
+		lit.Close()
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, Prefix: []byte{prefixCampRec}})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -342,6 +389,8 @@ func (e *Engine) CatchUp(ctx context.Context, progress func(applied uint64)) err
 	last := e.src.LastSeq()
 	for e.applied.Load() < last {
 		err := e.src.ReadFrom(ctx, e.applied.Load()+1, func(ev *event.Event) error {
+			e.mu.Lock()
+			defer e.mu.Unlock()
 			if err := e.apply(ev); err != nil {
 				return err
 			}
@@ -358,7 +407,10 @@ func (e *Engine) CatchUp(ctx context.Context, progress func(applied uint64)) err
 			}
 			return nil
 		})
-		if cerr := e.commit(); err == nil {
+		e.mu.Lock()
+		cerr := e.commit()
+		e.mu.Unlock()
+		if err == nil {
 			err = cerr
 		}
 		if err != nil {
@@ -404,21 +456,27 @@ func (e *Engine) apply(ev *event.Event) error {
 		return err
 	}
 	ms := implied(ev.Type)
-	if r := event.NormalizeRecipient(ev.Recipient); len(ms) > 0 && r != "" {
+	r := event.NormalizeRecipient(ev.Recipient)
+	dom := domainOf(ev)
+	if len(ms) > 0 && r != "" {
 		re, err := e.recipient(recKey(c.ID, r))
 		if err != nil {
 			return err
 		}
 		for _, m := range ms {
 			bit := uint16(1) << m
-			if re.st.mask&bit != 0 && re.st.first[m] <= t {
+			had := re.st.mask&bit != 0
+			if had && re.st.first[m] <= t {
 				continue
 			}
-			if re.st.mask&bit != 0 {
+			if had {
 				// An earlier event arrived late: move the first reach.
 				if err := e.addCount(metricSeries(c.ID, m), re.st.first[m], -1); err != nil {
 					return err
 				}
+			}
+			if err := e.moveDomain(c.ID, dom, m, had, re.st.first[m], t); err != nil {
+				return err
 			}
 			re.st.mask |= bit
 			re.st.first[m] = t
@@ -430,15 +488,25 @@ func (e *Engine) apply(ev *event.Event) error {
 				e.dirtyRecs = append(e.dirtyRecs, recKey(c.ID, r))
 			}
 		}
+		if err := e.reachAll(r, dom, ms, t); err != nil {
+			return err
+		}
 	}
+	var br bounce.Result
 	if ev.Type.IsBounce() {
-		if err := e.applyBounce(c.ID, ev, event.NormalizeRecipient(ev.Recipient), t); err != nil {
+		br = bounce.Classify(bounce.Input{Code: int(ev.SMTPCode), Status: ev.SMTPStatus, Text: ev.SMTPResponse, Label: ev.ProviderEvent})
+		if err := e.applyBounce(c.ID, ev, r, t, &br); err != nil {
+			return err
+		}
+	}
+	if r != "" {
+		if err := e.applySuppression(c, ev, r, t, &br); err != nil {
 			return err
 		}
 	}
 	e.pending++
 	e.pendSeq = ev.Seq
-	return nil
+	return e.applyDueLifts(ev.Seq)
 }
 
 func (e *Engine) recipient(k string) (*recEntry, error) {
@@ -527,8 +595,12 @@ func getInt(txn *badger.Txn, k []byte) (int64, error) {
 // commit writes the dirty state and the checkpoint in one transaction, then
 // trims the caches back to their bounds (everything in them is clean now).
 func (e *Engine) commit() error {
-	if e.pending == 0 {
+	if e.pending == 0 && len(e.journal) == 0 {
 		return nil
+	}
+	seq := e.applied.Load()
+	if e.pending > 0 {
+		seq = e.pendSeq
 	}
 	start := time.Now()
 	txn := e.db.NewTransaction(true)
@@ -580,19 +652,35 @@ func (e *Engine) commit() error {
 			return fmt.Errorf("stage bounce group: %w", err)
 		}
 	}
+	for r, v := range e.dirtySup {
+		var err error
+		if v == nil {
+			err = txn.Delete(supPubKey(r))
+		} else {
+			err = txn.Set(supPubKey(r), v)
+		}
+		if err != nil {
+			return fmt.Errorf("stage suppression: %w", err)
+		}
+	}
+	for _, k := range e.journal {
+		if err := txn.Set([]byte(k), nil); err != nil {
+			return fmt.Errorf("stage lift: %w", err)
+		}
+	}
 	cp := make([]byte, 8)
-	binary.BigEndian.PutUint64(cp, e.pendSeq)
+	binary.BigEndian.PutUint64(cp, seq)
 	if err := txn.Set([]byte{keyCheckpoint}, cp); err != nil {
 		return err
 	}
 	if err := txn.Commit(); err != nil {
-		return fmt.Errorf("commit engine state at seq %d: %w", e.pendSeq, err)
+		return fmt.Errorf("commit engine state at seq %d: %w", seq, err)
 	}
 	if e.rtxn != nil {
 		e.rtxn.Discard()
 		e.rtxn = nil
 	}
-	nkeys := len(e.dirtyRecs) + len(e.dirtyCnts) + len(e.dirtyGroups)
+	nkeys := len(e.dirtyRecs) + len(e.dirtyCnts) + len(e.dirtyGroups) + len(e.dirtySup) + len(e.journal)
 	for _, k := range e.dirtyRecs {
 		if re, ok := e.recs.Peek(k); ok {
 			re.dirty = false
@@ -609,6 +697,8 @@ func (e *Engine) commit() error {
 	e.dirtyRecs = e.dirtyRecs[:0]
 	e.dirtyCnts = e.dirtyCnts[:0]
 	e.dirtyGroups = e.dirtyGroups[:0]
+	clear(e.dirtySup)
+	e.journal = e.journal[:0]
 	for e.recs.Len() > e.cfg.RecipientCache {
 		e.recs.RemoveOldest()
 	}
@@ -617,7 +707,7 @@ func (e *Engine) commit() error {
 	}
 	n := e.pending
 	e.pending = 0
-	e.applied.Store(e.pendSeq)
+	e.applied.Store(seq)
 	ch := make(chan struct{})
 	close(*e.appliedCh.Swap(&ch))
 
@@ -633,6 +723,9 @@ func (e *Engine) commit() error {
 // Close closes the state store. Run must have returned. It is idempotent.
 func (e *Engine) Close() error {
 	e.closeOnce.Do(func() {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		e.closed = true
 		if e.rtxn != nil {
 			e.rtxn.Discard()
 		}

@@ -238,7 +238,10 @@ func TestFunnelMatchesNaiveModel(t *testing.T) {
 			cfg.BatchEvents = 1 + rng.IntN(50)
 			cfg.RecipientCache = 1 + rng.IntN(20) // force evictions
 			cfg.CounterCache = 1 + rng.IntN(50)
+			cfg.SuppressSoftCount = 2 + rng.IntN(2)
+			cfg.SuppressSoftWindow = time.Duration(5+rng.IntN(40)) * time.Minute
 			stream := randomStream(rng, 600)
+			var lifts []engine.Lift
 			for len(stream) > 0 {
 				n := min(len(stream), 1+rng.IntN(150))
 				_, err := l.AppendCtx(stream[:n]...)
@@ -248,12 +251,65 @@ func TestFunnelMatchesNaiveModel(t *testing.T) {
 				require.NoError(t, err)
 				require.NoError(t, eng.CatchUp(context.Background(), nil))
 				require.Equal(t, l.LastSeq(), eng.Applied())
+				// An operator lifts a few suppressions between batches.
+				sups, _, err := eng.Suppressions("", "", 1000)
+				require.NoError(t, err)
+				for i := 0; i < len(sups) && i < 3; i++ {
+					sp := sups[rng.IntN(len(sups))]
+					if _, err := eng.Suppression(sp.Recipient); err != nil {
+						continue // lifted just now
+					}
+					got, seq, err := eng.LiftSuppression(" " + strings.ToUpper(sp.Recipient))
+					require.NoError(t, err)
+					require.Equal(t, sp, *got)
+					require.Equal(t, l.LastSeq(), seq)
+					lifts = append(lifts, engine.Lift{Seq: seq, Recipient: sp.Recipient})
+					_, err = eng.Suppression(sp.Recipient)
+					require.ErrorIs(t, err, engine.ErrNotFound)
+				}
 				require.NoError(t, eng.Close())
 			}
 			events := accepted(t, l)
 			eng, err := engine.Open(cfg, l)
 			require.NoError(t, err)
 			defer eng.Close()
+
+			// Suppressions: the whole list, paged with a random limit, per
+			// reason, and each address looked up in another spelling.
+			wantSup := naiveSuppressions(events, lifts, cfg.SuppressSoftCount, cfg.SuppressSoftWindow)
+			require.Equal(t, wantSup, pageAll(t, eng, "", 1+rng.IntN(7)), "seed %d suppressions", seed)
+			for _, reason := range engine.SuppressionReasons {
+				want := []engine.Suppression{}
+				for _, sp := range wantSup {
+					if sp.Reason == reason {
+						want = append(want, sp)
+					}
+				}
+				require.Equal(t, want, pageAll(t, eng, reason, 1+rng.IntN(4)), "seed %d suppressions %s", seed, reason)
+			}
+			for _, sp := range wantSup {
+				got, err := eng.Suppression("  " + strings.ToUpper(sp.Recipient))
+				require.NoError(t, err)
+				require.Equal(t, sp, *got)
+			}
+			sort.Slice(lifts, func(i, j int) bool {
+				a, b := lifts[i], lifts[j]
+				return a.Seq < b.Seq || a.Seq == b.Seq && a.Recipient < b.Recipient
+			})
+			gotLifts, err := eng.Lifts()
+			require.NoError(t, err)
+			require.Equal(t, lifts, gotLifts)
+
+			// A rebuild with the lift journal gives the same state.
+			reb, err := engine.Open(engine.Config{Dir: t.TempDir(), SuppressSoftCount: cfg.SuppressSoftCount, SuppressSoftWindow: cfg.SuppressSoftWindow}, l)
+			require.NoError(t, err)
+			require.NoError(t, reb.ImportLifts(gotLifts))
+			require.NoError(t, reb.CatchUp(context.Background(), nil))
+			require.Equal(t, wantSup, pageAll(t, reb, "", 1000), "seed %d suppressions after rebuild", seed)
+			gotLifts, err = reb.Lifts()
+			require.NoError(t, err)
+			require.Equal(t, lifts, gotLifts)
+			require.NoError(t, reb.Close())
 
 			ranges := []engine.Range{{}}
 			for i := 0; i < 6; i++ {
@@ -267,6 +323,9 @@ func TestFunnelMatchesNaiveModel(t *testing.T) {
 				ranges = append(ranges, engine.Range{From: a, To: b}, engine.Range{From: a}, engine.Range{To: b})
 			}
 			for _, r := range ranges {
+				got, err := eng.Domains(nil, r)
+				require.NoError(t, err)
+				require.Equal(t, naiveDomains(events, nil, r), got, "seed %d domains of all campaigns range %v..%v", seed, r.From, r.To)
 				for _, dim := range engine.BounceDims {
 					got, err := eng.Bounces(nil, dim, r)
 					require.NoError(t, err)
@@ -280,6 +339,9 @@ func TestFunnelMatchesNaiveModel(t *testing.T) {
 						f, err := eng.Funnel(ref, r)
 						require.NoError(t, err)
 						require.Equal(t, naiveFunnel(events, ref, r), flatten(f), "seed %d %+v range %v..%v", seed, ref, r.From, r.To)
+						doms, err := eng.Domains(&ref, r)
+						require.NoError(t, err)
+						require.Equal(t, naiveDomains(events, &ref, r), doms, "seed %d domains %+v range %v..%v", seed, ref, r.From, r.To)
 						for _, dim := range engine.BounceDims {
 							got, err := eng.Bounces(&ref, dim, r)
 							require.NoError(t, err)
@@ -294,6 +356,24 @@ func TestFunnelMatchesNaiveModel(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// pageAll lists every suppression (of one reason, or all) page by page.
+func pageAll(t *testing.T, eng *engine.Engine, reason string, limit int) []engine.Suppression {
+	t.Helper()
+	out := []engine.Suppression{}
+	after := ""
+	for {
+		page, next, err := eng.Suppressions(reason, after, limit)
+		require.NoError(t, err)
+		require.LessOrEqual(t, len(page), limit)
+		out = append(out, page...)
+		if next == "" {
+			return out
+		}
+		require.Len(t, page, limit)
+		after = next
 	}
 }
 
