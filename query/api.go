@@ -24,6 +24,12 @@ type View interface {
 	Campaigns(source string) ([]engine.CampaignInfo, error)
 	Timeseries(ref engine.CampaignRef, window time.Duration, r engine.Range) ([]engine.Point, error)
 	Bounces(ref *engine.CampaignRef, dim string, r engine.Range) ([]engine.Group, error)
+	Domains(ref *engine.CampaignRef, r engine.Range) ([]engine.DomainStats, error)
+	Suppression(recipient string) (*engine.Suppression, error)
+	Suppressions(reason, after string, limit int) ([]engine.Suppression, string, error)
+	// LiftSuppression is the one write: it lifts a suppression and returns
+	// it with the log position the lift was recorded at.
+	LiftSuppression(recipient string) (*engine.Suppression, uint64, error)
 }
 
 var _ View = (*engine.Engine)(nil)
@@ -68,6 +74,10 @@ func (a *API) Mount(r fiber.Router) fiber.Router {
 	g.Get("/campaigns", a.campaigns)
 	g.Get("/timeseries", a.timeseries)
 	g.Get("/bounces", a.bounces)
+	g.Get("/domains", a.domains)
+	g.Get("/suppressions", a.suppressions)
+	g.Get("/suppressions/:recipient", a.suppression)
+	g.Delete("/suppressions/:recipient", a.liftSuppression)
 	g.Get("/deadletters", a.deadletters)
 	return g
 }
@@ -98,6 +108,8 @@ func (a *API) viewError(c *fiber.Ctx, err error) error {
 		return c.Status(fiber.StatusBadRequest).JSON(fiber.Map{"error": amb.Error(), "accounts": amb.Accounts})
 	case errors.Is(err, engine.ErrNotFound):
 		return Error(c, fiber.StatusNotFound, err.Error())
+	case errors.Is(err, engine.ErrBadCursor):
+		return Error(c, fiber.StatusBadRequest, "parameter 'after': "+err.Error()+" (pass a previous page's next)")
 	}
 	a.log.Error("query", "path", c.Path(), "err", err)
 	return Error(c, fiber.StatusInternalServerError, "internal error")

@@ -18,8 +18,9 @@ import (
 // then removes the old state, so an interrupted rebuild leaves a usable
 // store behind.
 type RebuildCommand struct {
-	main *Main
-	data dataFlags
+	main     *Main
+	data     dataFlags
+	suppress suppressFlags
 }
 
 // Run rebuilds and reports progress on stderr: a progress bar on a
@@ -28,6 +29,7 @@ func (r *RebuildCommand) Run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("mailfunnel rebuild", flag.ContinueOnError)
 	fs.SetOutput(r.main.Stderr)
 	r.data.register(fs)
+	r.suppress.register(fs)
 	if err := parseFlags(fs, args, r.main.Getenv); err != nil {
 		return err
 	}
@@ -45,8 +47,32 @@ func (r *RebuildCommand) Run(ctx context.Context, args []string) error {
 	if err := os.RemoveAll(next); err != nil {
 		return fmt.Errorf("remove stale rebuild dir: %w", err)
 	}
-	eng, err := engine.Open(engine.DefaultConfig(next), log)
+	// Operators' suppression lifts are not in the log: carry the journal
+	// over, so that the rebuilt state replays each at its place.
+	var lifts []engine.Lift
+	if _, err := os.Stat(state); err == nil {
+		old, err := engine.Open(engine.DefaultConfig(state), log)
+		if err != nil {
+			return fmt.Errorf("read lift journal: %w", err)
+		}
+		lifts, err = old.Lifts()
+		if cerr := old.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("read lift journal: %w", err)
+		}
+	}
+	ecfg := engine.DefaultConfig(next)
+	if err := r.suppress.apply(&ecfg); err != nil {
+		return err
+	}
+	eng, err := engine.Open(ecfg, log)
 	if err != nil {
+		return err
+	}
+	if err := eng.ImportLifts(lifts); err != nil {
+		eng.Close()
 		return err
 	}
 	total := log.LastSeq()

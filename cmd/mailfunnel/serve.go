@@ -44,6 +44,7 @@ type ServeCommand struct {
 	readyLag       uint64
 	maxInFlight    int
 	recipientCache int
+	suppress       suppressFlags
 	gcInterval     time.Duration
 	shutdownWait   time.Duration
 	logLevel       string
@@ -60,6 +61,26 @@ type dataFlags struct {
 func (d *dataFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&d.dir, "data", "./data", "directory for the event log, engine state, tokens and default exports")
 	fs.StringVar(&d.exportDir, "export-dir", "", "where Parquet exports go (default <data>/exports)")
+}
+
+// suppressFlags are the suppression rule's flags, shared by serve and
+// rebuild: the engine's state depends on them.
+type suppressFlags struct {
+	softCount  int
+	softWindow time.Duration
+}
+
+func (f *suppressFlags) register(fs *flag.FlagSet) {
+	fs.IntVar(&f.softCount, "suppress-soft-count", 3, "suppress a recipient after this many soft (or undetermined) bounces within --suppress-soft-window (negative: never)")
+	fs.DurationVar(&f.softWindow, "suppress-soft-window", 7*24*time.Hour, "event-time window of --suppress-soft-count")
+}
+
+func (f *suppressFlags) apply(cfg *engine.Config) error {
+	if f.softCount == 0 || f.softWindow <= 0 {
+		return fmt.Errorf("--suppress-soft-count must not be 0 (negative turns the rule off) and --suppress-soft-window must be positive")
+	}
+	cfg.SuppressSoftCount, cfg.SuppressSoftWindow = f.softCount, f.softWindow
+	return nil
 }
 
 func (d *dataFlags) logDir() string   { return filepath.Join(d.dir, "log") }
@@ -86,6 +107,7 @@ func (s *ServeCommand) flags() *flag.FlagSet {
 	fs.Uint64Var(&s.readyLag, "ready-lag", 10_000, "/readyz fails while the engine is more than this many events behind")
 	fs.IntVar(&s.maxInFlight, "max-in-flight", 2048, "webhook requests processed at once; more wait up to 1s, then get 503")
 	fs.IntVar(&s.recipientCache, "recipient-cache", 500_000, "per-recipient funnel states kept in memory (the rest stay in the state store)")
+	s.suppress.register(fs)
 	fs.DurationVar(&s.gcInterval, "gc-interval", 10*time.Minute, "how often Badger value-log garbage collection runs (0 turns it off)")
 	fs.DurationVar(&s.shutdownWait, "shutdown-timeout", 15*time.Second, "how long shutdown waits for in-flight requests")
 	fs.StringVar(&s.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -174,6 +196,9 @@ func (s *ServeCommand) Run(ctx context.Context, args []string) error {
 	}()
 	ecfg := engine.DefaultConfig(s.data.stateDir())
 	ecfg.RecipientCache = s.recipientCache
+	if err := s.suppress.apply(&ecfg); err != nil {
+		return err
+	}
 	ecfg.Logger = logger.With("component", "engine")
 	eng, err := engine.Open(ecfg, log)
 	if err != nil {
