@@ -40,6 +40,9 @@
 //	'K' uint32 BE id                           -> campaign record (JSON)
 //	'r' uint32 BE id + normalized recipient    -> recipient state: reached mask + earliest times
 //	'n' uint32 BE id, metric, level, bucket    -> int64 count (level 'T' total, 'm' minute, 'u' microsecond)
+//	'G' 'g' 'b'                                -> bounce groups (bounces.go)
+//	'D' 'd', and 'r' with id 0                 -> per-domain deliverability (domains.go)
+//	's' 'S' 'L'                                -> suppressions and the lift journal (suppression.go)
 //
 // The minute and microsecond levels let a range query be answered exactly
 // from whole minutes plus the microsecond keys of its two partial edge

@@ -1,5 +1,7 @@
 // Package query serves mailfunnel's read API over HTTP: funnels, campaigns,
-// time series, dead letters, and the health and readiness probes.
+// time series, bounces, per-domain deliverability, suppressions (and their
+// one write, lifting one), dead letters, and the health and readiness
+// probes.
 //
 // It reads engine state only through the View interface (read-only,
 // consistent snapshots at an engine checkpoint) and never sees storage keys.
