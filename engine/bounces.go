@@ -205,7 +205,7 @@ func (e *Engine) applyBounce(cid uint32, ev *event.Event, recipient string, t in
 			} else {
 				re.groups = append(re.groups, groupFirst{dim, key, t})
 			}
-			if m, ok := classMetric(key); ok && dim == dimClass {
+			if m, ok := classMetric(key); ok && dim == dimClass && c == allCampaigns {
 				if err := e.moveDomain(c, domain, m, had, old, t); err != nil {
 					return err
 				}

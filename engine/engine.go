@@ -475,9 +475,6 @@ func (e *Engine) apply(ev *event.Event) error {
 					return err
 				}
 			}
-			if err := e.moveDomain(c.ID, dom, m, had, re.st.first[m], t); err != nil {
-				return err
-			}
 			re.st.mask |= bit
 			re.st.first[m] = t
 			if err := e.addCount(metricSeries(c.ID, m), t, 1); err != nil {
