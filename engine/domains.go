@@ -81,50 +81,40 @@ func domainRegKey(cid uint32, domain string) string {
 	return string(append(b, domain...))
 }
 
-// moveDomain mirrors one first-reach move of a recipient (had: it had
-// reached m before, at old; now it reaches m at t) in its domain's series.
-// A new recipient always reaches sent first (every funnel metric implies
-// it), which is when the domain is registered.
+// moveDomain mirrors one first-reach move of a recipient's bounce class
+// (had: it had reached m before, at old; now it reaches m at t) in its
+// domain's all-campaigns series.
 func (e *Engine) moveDomain(cid uint32, domain string, m metric, had bool, old, t int64) error {
 	s := domainSeries(cid, m, domain)
 	if had {
 		if err := e.addCount(s, old, -1); err != nil {
 			return err
 		}
-	} else if m == mSent {
-		if k := domainRegKey(cid, domain); !e.groups[k] {
-			e.groups[k] = true
-			e.dirtyGroups = append(e.dirtyGroups, k)
-		}
 	}
 	return e.addCount(s, t, 1)
 }
 
 // reachAll records the first reaches of metrics ms at t for recipient r over
-// all campaigns, and moves its domain's all-campaigns series.
+// all campaigns, in its domain's all-campaigns series.
 func (e *Engine) reachAll(r, domain string, ms []metric, t int64) error {
 	rk := recKey(allCampaigns, r)
 	re, err := e.recipient(rk)
 	if err != nil {
 		return err
 	}
-	for _, m := range ms {
-		bit := uint16(1) << m
-		had := re.st.mask&bit != 0
-		if had && re.st.first[m] <= t {
-			continue
-		}
-		if err := e.moveDomain(allCampaigns, domain, m, had, re.st.first[m], t); err != nil {
-			return err
-		}
-		re.st.mask |= bit
-		re.st.first[m] = t
-		if !re.dirty {
-			re.dirty = true
-			e.dirtyRecs = append(e.dirtyRecs, rk)
-		}
+	// Every funnel metric implies sent, so a recipient's first event
+	// registers its domain.
+	if re.st.mask&(1<<mSent) == 0 {
+		e.registerDomain(domain)
 	}
-	return nil
+	return e.reach(rk, re, ms, t, allCampaigns, domain)
+}
+
+func (e *Engine) registerDomain(domain string) {
+	if k := domainRegKey(allCampaigns, domain); !e.groups[k] {
+		e.groups[k] = true
+		e.dirtyGroups = append(e.dirtyGroups, k)
+	}
 }
 
 // BounceClasses are distinct recipients per bounce class.

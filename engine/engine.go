@@ -460,31 +460,13 @@ func (e *Engine) apply(ev *event.Event) error {
 	r := event.NormalizeRecipient(ev.Recipient)
 	dom := domainOf(ev)
 	if len(ms) > 0 && r != "" {
-		re, err := e.recipient(recKey(c.ID, r))
+		rk := recKey(c.ID, r)
+		re, err := e.recipient(rk)
 		if err != nil {
 			return err
 		}
-		for _, m := range ms {
-			bit := uint16(1) << m
-			had := re.st.mask&bit != 0
-			if had && re.st.first[m] <= t {
-				continue
-			}
-			if had {
-				// An earlier event arrived late: move the first reach.
-				if err := e.addCount(metricSeries(c.ID, m), re.st.first[m], -1); err != nil {
-					return err
-				}
-			}
-			re.st.mask |= bit
-			re.st.first[m] = t
-			if err := e.addCount(metricSeries(c.ID, m), t, 1); err != nil {
-				return err
-			}
-			if !re.dirty {
-				re.dirty = true
-				e.dirtyRecs = append(e.dirtyRecs, recKey(c.ID, r))
-			}
+		if err := e.reach(rk, re, ms, t, c.ID, ""); err != nil {
+			return err
 		}
 		if err := e.reachAll(r, dom, ms, t); err != nil {
 			return err
@@ -505,6 +487,40 @@ func (e *Engine) apply(ev *event.Event) error {
 	e.pending++
 	e.pendSeq = ev.Seq
 	return e.applyDueLifts(ev.Seq)
+}
+
+// reach records that recipient record rk (cached as re) reached metrics ms
+// at event time t: a metric reached before at an earlier time is left
+// alone; a first reach, or an earlier one arriving late, moves the count in
+// the metric's series from the old time to t. The series are the campaign
+// cid's funnel series, or with a domain, that domain's series.
+func (e *Engine) reach(rk string, re *recEntry, ms []metric, t int64, cid uint32, domain string) error {
+	for _, m := range ms {
+		bit := uint16(1) << m
+		had := re.st.mask&bit != 0
+		if had && re.st.first[m] <= t {
+			continue
+		}
+		s := metricSeries(cid, m)
+		if domain != "" {
+			s = domainSeries(cid, m, domain)
+		}
+		if had {
+			if err := e.addCount(s, re.st.first[m], -1); err != nil {
+				return err
+			}
+		}
+		re.st.mask |= bit
+		re.st.first[m] = t
+		if err := e.addCount(s, t, 1); err != nil {
+			return err
+		}
+		if !re.dirty {
+			re.dirty = true
+			e.dirtyRecs = append(e.dirtyRecs, rk)
+		}
+	}
+	return nil
 }
 
 func (e *Engine) recipient(k string) (*recEntry, error) {
