@@ -105,6 +105,7 @@ type Engine struct {
 	counts       *simplelru.LRU[string, *countEntry]
 	dirtyRecs    []string
 	dirtyCnts    []string
+	dirtyCamps   []*campaign // campaigns changed since the last commit
 	camps        map[campKeyT]*campaign
 	groups       map[string]bool // bounce group and domain registry keys known to exist
 	dirtyGroups  []string
@@ -138,10 +139,9 @@ type Engine struct {
 
 // Stats are the engine's counters, for metrics.
 type Stats struct {
-	Applied   uint64 // events applied since start
-	Commits   uint64
-	Keys      uint64 // state keys written
-	LastBatch time.Duration
+	Applied uint64 // events applied since start
+	Commits uint64
+	Keys    uint64 // state keys written
 }
 
 // recEntry is a cached per-recipient record: a funnel state ('r' keys),
@@ -429,7 +429,7 @@ func (e *Engine) campaignFor(ev *event.Event) *campaign {
 	c := e.camps[k]
 	if c == nil {
 		c = &campaign{ID: e.nextCID, Source: ev.Source, Account: ev.Account, Campaign: ev.Campaign,
-			First: math.MaxInt64, Last: math.MinInt64, dirty: true}
+			First: math.MaxInt64, Last: math.MinInt64}
 		e.nextCID++
 		e.camps[k] = c
 		e.campByID[c.ID] = c
@@ -451,7 +451,10 @@ func (e *Engine) apply(ev *event.Event) error {
 	c.Events++
 	c.First = min(c.First, t)
 	c.Last = max(c.Last, t)
-	c.dirty = true
+	if !c.dirty {
+		c.dirty = true
+		e.dirtyCamps = append(e.dirtyCamps, c)
+	}
 
 	if err := e.addCount(metricSeries(c.ID, eventMetric(ev.Type)), t, 1); err != nil {
 		return err
@@ -616,7 +619,6 @@ func (e *Engine) commit() error {
 	if e.pending > 0 {
 		seq = e.pendSeq
 	}
-	start := time.Now()
 	txn := e.db.NewTransaction(true)
 	defer txn.Discard()
 	for _, k := range e.dirtyRecs {
@@ -644,10 +646,7 @@ func (e *Engine) commit() error {
 			return fmt.Errorf("stage counter: %w", err)
 		}
 	}
-	for _, c := range e.camps {
-		if !c.dirty {
-			continue
-		}
+	for _, c := range e.dirtyCamps {
 		v, err := json.Marshal(c)
 		if err != nil {
 			return err
@@ -705,9 +704,10 @@ func (e *Engine) commit() error {
 			ce.dirty = false
 		}
 	}
-	for _, c := range e.camps {
+	for _, c := range e.dirtyCamps {
 		c.dirty = false
 	}
+	e.dirtyCamps = e.dirtyCamps[:0]
 	e.dirtyRecs = e.dirtyRecs[:0]
 	e.dirtyCnts = e.dirtyCnts[:0]
 	e.dirtyGroups = e.dirtyGroups[:0]
@@ -729,7 +729,6 @@ func (e *Engine) commit() error {
 	e.stats.Applied += uint64(n)
 	e.stats.Commits++
 	e.stats.Keys += uint64(nkeys)
-	e.stats.LastBatch = time.Since(start)
 	e.statsMu.Unlock()
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -175,7 +176,7 @@ type errorBody struct {
 func (s *Server) handle(c *fiber.Ctx) error {
 	provider := c.Params("provider")
 	code, err := s.serve(c, provider)
-	s.m.requests.WithLabelValues(metricProvider(s, provider), fmt.Sprint(code)).Inc()
+	s.m.requests.WithLabelValues(metricProvider(s, provider), strconv.Itoa(code)).Inc()
 	return err
 }
 

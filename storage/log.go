@@ -314,9 +314,6 @@ func RunValueLogGC(db *badger.DB) error {
 	}
 }
 
-// Sync forces everything written so far to disk.
-func (l *Log) Sync() error { return l.db.Sync() }
-
 // Size reports Badger's LSM and value-log sizes in bytes.
 func (l *Log) Size() (lsm, vlog int64) { return l.db.Size() }
 
