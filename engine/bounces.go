@@ -239,7 +239,7 @@ func (e *Engine) Bounces(ref *CampaignRef, dim string, r Range) ([]Group, error)
 		return nil, fmt.Errorf("unknown bounce dimension %q", dim)
 	}
 	out := []Group{}
-	err := e.db.View(func(txn *badger.Txn) error {
+	err := e.view(func(txn *badger.Txn) error {
 		cid := uint32(allCampaigns)
 		if ref != nil {
 			c, err := resolve(txn, *ref)

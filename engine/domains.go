@@ -154,7 +154,7 @@ var DomainRateNames = []string{"delivery", "open", "click", "bounce", "complaint
 // sent (descending), then domain.
 func (e *Engine) Domains(ref *CampaignRef, r Range) ([]DomainStats, error) {
 	out := []DomainStats{}
-	err := e.db.View(func(txn *badger.Txn) error {
+	err := e.view(func(txn *badger.Txn) error {
 		cid := uint32(allCampaigns)
 		if ref != nil {
 			c, err := resolve(txn, *ref)

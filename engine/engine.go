@@ -60,6 +60,12 @@ type Config struct {
 	// SuppressSoftWindow is the event-time window of SuppressSoftCount.
 	// Default 168h (7 days).
 	SuppressSoftWindow time.Duration
+	// AllowedLateness is how far an event's time may be behind the newest
+	// event time of its source before it counts as late (see Watermark).
+	// Default 1h: SendPulse batches arrive up to a minute late and emBlue
+	// posts arrive unordered, neither of which is late. The state depends
+	// on it: rebuild with the same value.
+	AllowedLateness time.Duration
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -67,7 +73,7 @@ type Config struct {
 // DefaultConfig returns the defaults for dir.
 func DefaultConfig(dir string) Config {
 	return Config{Dir: dir, RecipientCache: 500_000, CounterCache: 200_000, BatchEvents: 20_000, CommitInterval: 20 * time.Millisecond,
-		SuppressSoftCount: 3, SuppressSoftWindow: 7 * 24 * time.Hour}
+		SuppressSoftCount: 3, SuppressSoftWindow: 7 * 24 * time.Hour, AllowedLateness: time.Hour}
 }
 
 // Validate reports the first invalid field.
@@ -79,6 +85,8 @@ func (c Config) Validate() error {
 		return errors.New("engine config: sizes must not be negative")
 	case c.SuppressSoftWindow < 0:
 		return errors.New("engine config: SuppressSoftWindow must not be negative")
+	case c.AllowedLateness < 0:
+		return errors.New("engine config: AllowedLateness must not be negative")
 	}
 	return nil
 }
@@ -92,30 +100,41 @@ const maxDirty = 60_000
 // read the last committed state.
 type Engine struct {
 	cfg Config
-	db  *badger.DB
-	log *slog.Logger
-	src Log
+	// db is the state store. dbMu is held for reading by every query
+	// and for writing only while a replay swaps a re-derived store in.
+	db   *badger.DB
+	dbMu sync.RWMutex
+	log  *slog.Logger
+	src  Log
 
 	// Apply-side state, owned by the Run goroutine; mu guards it against
 	// LiftSuppression, the one writer from outside.
-	mu           sync.Mutex
-	closed       bool
-	rtxn         *badger.Txn
-	recs         *simplelru.LRU[string, *recEntry]
-	counts       *simplelru.LRU[string, *countEntry]
-	dirtyRecs    []string
-	dirtyCnts    []string
-	dirtyCamps   []*campaign // campaigns changed since the last commit
-	camps        map[campKeyT]*campaign
-	groups       map[string]bool // bounce group and domain registry keys known to exist
-	dirtyGroups  []string
-	dirtySup     map[string][]byte // recipient -> API suppression record, nil to delete
-	journal      []string          // lift journal keys to write
-	liftQ        []Lift            // journal lifts still to replay, by seq
-	softCount    int
-	softWindowUS int64
-	campByID     map[uint32]*campaign
-	nextCID      uint32
+	mu            sync.Mutex
+	closed        bool
+	rtxn          *badger.Txn
+	recs          *simplelru.LRU[string, *recEntry]
+	counts        *simplelru.LRU[string, *countEntry]
+	dirtyRecs     []string
+	dirtyCnts     []string
+	dirtyCamps    []*campaign // campaigns changed since the last commit
+	camps         map[campKeyT]*campaign
+	groups        map[string]bool // bounce group and domain registry keys known to exist
+	dirtyGroups   []string
+	dirtySup      map[string][]byte // recipient -> API suppression record, nil to delete
+	journal       []string          // lift journal keys to write
+	liftQ         []Lift            // journal lifts still to replay, by seq
+	softCount     int
+	softWindowUS  int64
+	campByID      map[uint32]*campaign
+	nextCID       uint32
+	sketches      map[sketchKey]*sketchEntry
+	dirtySketches []sketchKey
+	sketchSeq     uint64 // stored sketches hold every event up to it
+	sketchFlushed time.Time
+	kbuf          []byte
+	marks         map[string]*sourceMark // watermark per source
+	dirtyMarks    []string
+	latenessUS    int64
 	// fresh is true while every key in the state store was written by
 	// this process (it opened an empty store: a rebuild or a first start).
 	// written then holds every key created, and a key it has not seen
@@ -215,6 +234,9 @@ func Open(cfg Config, src Log) (*Engine, error) {
 	if cfg.SuppressSoftWindow == 0 {
 		cfg.SuppressSoftWindow = d.SuppressSoftWindow
 	}
+	if cfg.AllowedLateness == 0 {
+		cfg.AllowedLateness = d.AllowedLateness
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -227,7 +249,8 @@ func Open(cfg Config, src Log) (*Engine, error) {
 	}
 	e := &Engine{cfg: cfg, db: db, log: cfg.Logger, src: src,
 		camps: map[campKeyT]*campaign{}, campByID: map[uint32]*campaign{}, nextCID: 1, groups: map[string]bool{},
-		dirtySup: map[string][]byte{}, softCount: cfg.SuppressSoftCount, softWindowUS: cfg.SuppressSoftWindow.Microseconds()}
+		dirtySup: map[string][]byte{}, softCount: cfg.SuppressSoftCount, softWindowUS: cfg.SuppressSoftWindow.Microseconds(),
+		sketches: map[sketchKey]*sketchEntry{}, marks: map[string]*sourceMark{}, latenessUS: cfg.AllowedLateness.Microseconds()}
 	e.recs, _ = simplelru.NewLRU[string, *recEntry](math.MaxInt32, nil)
 	e.counts, _ = simplelru.NewLRU[string, *countEntry](math.MaxInt32, nil)
 	ch := make(chan struct{})
@@ -238,6 +261,10 @@ func Open(cfg Config, src Log) (*Engine, error) {
 	}
 	if e.fresh {
 		e.written = bloom.NewWithEstimates(freshKeys, 0.01)
+	}
+	if err := e.recoverSketches(); err != nil {
+		_ = db.Close()
+		return nil, err
 	}
 	return e, nil
 }
@@ -256,10 +283,27 @@ func (e *Engine) mayExist(k string) bool {
 		return true
 	}
 	e.written.AddString(k)
+	e.wroteNew()
+	return false
+}
+
+// mayExistBytes is mayExist for a key in a scratch buffer.
+func (e *Engine) mayExistBytes(k []byte) bool {
+	if !e.fresh {
+		return true
+	}
+	if e.written.Test(k) {
+		return true
+	}
+	e.written.Add(k)
+	e.wroteNew()
+	return false
+}
+
+func (e *Engine) wroteNew() {
 	if e.writtenN++; e.writtenN > freshKeys {
 		e.fresh, e.written = false, nil
 	}
-	return false
 }
 
 func (e *Engine) load() error {
@@ -291,6 +335,14 @@ func (e *Engine) load() error {
 			}
 			git.Close()
 		}
+		if err := e.loadMarks(txn); err != nil {
+			return err
+		}
+		if v, err := getInt(txn, []byte{keySketchSeq}); err != nil {
+			return err
+		} else {
+			e.sketchSeq = uint64(v)
+		}
 		lit := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixLift}})
 		for lit.Rewind(); lit.Valid(); lit.Next() {
 			if k := lit.Item().Key(); len(k) >= 9 && binary.BigEndian.Uint64(k[1:9]) > e.applied.Load() {
@@ -313,6 +365,13 @@ func (e *Engine) load() error {
 		}
 		return nil
 	})
+}
+
+// view runs fn in a read transaction on the committed state.
+func (e *Engine) view(fn func(*badger.Txn) error) error {
+	e.dbMu.RLock()
+	defer e.dbMu.RUnlock()
+	return e.db.View(fn)
 }
 
 // Applied is the sequence of the last event whose effect is committed.
@@ -459,6 +518,11 @@ func (e *Engine) apply(ev *event.Event) error {
 	if err := e.addCount(metricSeries(c.ID, eventMetric(ev.Type)), t, 1); err != nil {
 		return err
 	}
+	if e.observe(ev, t) {
+		if err := e.addCount(metricSeries(c.ID, mLate), t, 1); err != nil {
+			return err
+		}
+	}
 	ms := implied(ev.Type)
 	r := event.NormalizeRecipient(ev.Recipient)
 	dom := domainOf(ev)
@@ -484,6 +548,9 @@ func (e *Engine) apply(ev *event.Event) error {
 	}
 	if r != "" {
 		if err := e.applySuppression(c, ev, r, t, &br); err != nil {
+			return err
+		}
+		if err := e.sketchAdd(c.ID, eventMetric(ev.Type), t, r); err != nil {
 			return err
 		}
 	}
@@ -681,6 +748,15 @@ func (e *Engine) commit() error {
 			return fmt.Errorf("stage lift: %w", err)
 		}
 	}
+	if err := e.stageMarks(txn); err != nil {
+		return err
+	}
+	sketches := e.sketchesDue()
+	if sketches {
+		if err := e.stageSketches(txn, seq); err != nil {
+			return err
+		}
+	}
 	cp := make([]byte, 8)
 	binary.BigEndian.PutUint64(cp, seq)
 	if err := txn.Set([]byte{keyCheckpoint}, cp); err != nil {
@@ -693,7 +769,7 @@ func (e *Engine) commit() error {
 		e.rtxn.Discard()
 		e.rtxn = nil
 	}
-	nkeys := len(e.dirtyRecs) + len(e.dirtyCnts) + len(e.dirtyGroups) + len(e.dirtySup) + len(e.journal)
+	nkeys := len(e.dirtyRecs) + len(e.dirtyCnts) + len(e.dirtyGroups) + len(e.dirtySup) + len(e.journal) + len(e.dirtyMarks)
 	for _, k := range e.dirtyRecs {
 		if re, ok := e.recs.Peek(k); ok {
 			re.dirty = false
@@ -706,6 +782,10 @@ func (e *Engine) commit() error {
 	}
 	for _, c := range e.dirtyCamps {
 		c.dirty = false
+	}
+	e.cleanMarks()
+	if sketches {
+		e.sketchesWritten(seq)
 	}
 	e.dirtyCamps = e.dirtyCamps[:0]
 	e.dirtyRecs = e.dirtyRecs[:0]
@@ -741,8 +821,10 @@ func (e *Engine) Close() error {
 		e.closed = true
 		if e.rtxn != nil {
 			e.rtxn.Discard()
+			e.rtxn = nil
 		}
-		e.closeErr = e.db.Close()
+		ferr := e.flushSketches()
+		e.closeErr = errors.Join(ferr, e.db.Close())
 	})
 	return e.closeErr
 }

@@ -396,7 +396,7 @@ type Suppression struct {
 func (e *Engine) Suppression(recipient string) (*Suppression, error) {
 	r := event.NormalizeRecipient(recipient)
 	var sp Suppression
-	err := e.db.View(func(txn *badger.Txn) error {
+	err := e.view(func(txn *badger.Txn) error {
 		item, err := txn.Get(supPubKey(r))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return fmt.Errorf("%q is not suppressed: %w", r, ErrNotFound)
@@ -429,7 +429,7 @@ func (e *Engine) Suppressions(reason, after string, limit int) (out []Suppressio
 		start = append(supPubKey(string(a)), 0) // the next key after it
 	}
 	out = []Suppression{}
-	err = e.db.View(func(txn *badger.Txn) error {
+	err = e.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: min(limit+1, 100), Prefix: []byte{prefixSupPub}})
 		defer it.Close()
 		for it.Seek(start); it.Valid(); it.Next() {
@@ -490,7 +490,7 @@ func (e *Engine) LiftSuppression(recipient string) (*Suppression, uint64, error)
 // Lifts returns the lift journal in seq order.
 func (e *Engine) Lifts() ([]Lift, error) {
 	var out []Lift
-	err := e.db.View(func(txn *badger.Txn) error {
+	err := e.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixLift}})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {

@@ -70,6 +70,9 @@ type Funnel struct {
 	Stages   map[string]Count   `json:"stages"`
 	Outcomes map[string]Count   `json:"outcomes"`
 	Rates    map[string]float64 `json:"rates"`
+	// LateEvents counts the campaign's events (in the range) that arrived
+	// behind their source's watermark. They are counted like any other.
+	LateEvents int64 `json:"late_events"`
 }
 
 // StageNames and OutcomeNames are the funnel's keys in display order.
@@ -99,7 +102,7 @@ var funnelRows = []struct {
 // Funnel answers the contract's funnel query for one campaign.
 func (e *Engine) Funnel(ref CampaignRef, r Range) (*Funnel, error) {
 	f := &Funnel{Stages: map[string]Count{}, Outcomes: map[string]Count{}}
-	err := e.db.View(func(txn *badger.Txn) error {
+	err := e.view(func(txn *badger.Txn) error {
 		c, err := resolve(txn, ref)
 		if err != nil {
 			return err
@@ -120,7 +123,8 @@ func (e *Engine) Funnel(ref CampaignRef, r Range) (*Funnel, error) {
 				f.Outcomes[row.name] = Count{rc, ec}
 			}
 		}
-		return nil
+		f.LateEvents, err = countRange(txn, metricSeries(c.ID, mLate), r)
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -267,7 +271,7 @@ type CampaignInfo struct {
 // source, account and campaign.
 func (e *Engine) Campaigns(source string) ([]CampaignInfo, error) {
 	out := []CampaignInfo{}
-	err := e.db.View(func(txn *badger.Txn) error {
+	err := e.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, Prefix: []byte{prefixCampRec}})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {

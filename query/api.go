@@ -22,7 +22,9 @@ import (
 type View interface {
 	Funnel(engine.CampaignRef, engine.Range) (*engine.Funnel, error)
 	Campaigns(source string) ([]engine.CampaignInfo, error)
-	Timeseries(ref engine.CampaignRef, window time.Duration, r engine.Range) ([]engine.Point, error)
+	TimeseriesWith(ref engine.CampaignRef, window time.Duration, r engine.Range, opts engine.TimeseriesOptions) ([]engine.Point, error)
+	Watermarks() ([]engine.Watermark, error)
+	AllowedLateness() time.Duration
 	Bounces(ref *engine.CampaignRef, dim string, r engine.Range) ([]engine.Group, error)
 	Domains(ref *engine.CampaignRef, r engine.Range) ([]engine.DomainStats, error)
 	Suppression(recipient string) (*engine.Suppression, error)
@@ -73,6 +75,7 @@ func (a *API) Mount(r fiber.Router) fiber.Router {
 	g.Get("/funnel", a.funnel)
 	g.Get("/campaigns", a.campaigns)
 	g.Get("/timeseries", a.timeseries)
+	g.Get("/watermarks", a.watermarks)
 	g.Get("/bounces", a.bounces)
 	g.Get("/domains", a.domains)
 	g.Get("/suppressions", a.suppressions)
@@ -193,14 +196,31 @@ func (a *API) timeseries(c *fiber.Ctx) error {
 	if !ok {
 		return Error(c, fiber.StatusBadRequest, fmt.Sprintf("parameter 'window': %q is not one of 1m, 5m, 1h, 1d", wname))
 	}
-	pts, err := a.view.Timeseries(ref, w, r)
+	var opts engine.TimeseriesOptions
+	switch d := c.Query("distinct"); d {
+	case "":
+	case "recipients":
+		opts.Distinct = true
+	default:
+		return Error(c, fiber.StatusBadRequest, fmt.Sprintf("parameter 'distinct': %q is not supported (only 'recipients')", d))
+	}
+	pts, err := a.view.TimeseriesWith(ref, w, r, opts)
 	if err != nil {
 		return a.viewError(c, err)
 	}
 	if wantsArrow(c) {
-		return writeArrow(c, timeseriesRecord(pts))
+		return writeArrow(c, timeseriesRecord(pts, opts.Distinct))
 	}
 	return c.JSON(fiber.Map{"window": wname, "points": pts})
+}
+
+// watermarks reports each source's event-time progress and late events.
+func (a *API) watermarks(c *fiber.Ctx) error {
+	ws, err := a.view.Watermarks()
+	if err != nil {
+		return a.viewError(c, err)
+	}
+	return c.JSON(fiber.Map{"allowed_lateness": a.view.AllowedLateness().String(), "sources": ws})
 }
 
 func (a *API) bounces(c *fiber.Ctx) error {

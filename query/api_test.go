@@ -38,8 +38,7 @@ func bounceEv(e event.Event) event.Event {
 
 func newApp(t *testing.T) *fiber.App {
 	t.Helper()
-	l := storagetest.New(t)
-	_, err := l.AppendCtx(
+	return newAppEvents(t,
 		ev(event.Sent, "a1", "c1", "x@d.com", 0),
 		ev(event.Delivered, "a1", "c1", "x@d.com", time.Minute),
 		ev(event.Clicked, "a1", "c1", "X@D.com ", 90*time.Minute),
@@ -48,6 +47,12 @@ func newApp(t *testing.T) *fiber.App {
 		ev(event.Sent, "a1", "shared", "x@d.com", 0),
 		ev(event.Sent, "a2", "shared", "x@d.com", 0),
 	)
+}
+
+func newAppEvents(t *testing.T, evs ...event.Event) *fiber.App {
+	t.Helper()
+	l := storagetest.New(t)
+	_, err := l.AppendCtx(evs...)
 	require.NoError(t, err)
 	eng, err := engine.Open(engine.DefaultConfig(t.TempDir()), l)
 	require.NoError(t, err)
@@ -120,6 +125,7 @@ func TestErrors(t *testing.T) {
 		{"unknown campaign", "/v1/funnel?source=sp&campaign=zzz", 404, "zzz"},
 		{"ambiguous account", "/v1/funnel?source=sp&campaign=shared", 400, "a1, a2"},
 		{"bad window", "/v1/timeseries?source=sp&campaign=c1&window=2m", 400, "window"},
+		{"bad distinct", "/v1/timeseries?source=sp&campaign=c1&distinct=messages", 400, "distinct"},
 		{"bad limit", "/v1/deadletters?limit=0", 400, "limit"},
 	}
 	for _, tc := range cases {
@@ -151,6 +157,12 @@ func TestTimeseriesAndCampaigns(t *testing.T) {
 		{Start: t0, Counts: map[string]int64{"sent": 2, "delivered": 1, "hard_bounce": 1}},
 		{Start: t0.Add(time.Hour), Counts: map[string]int64{"clicked": 1}},
 	}, ts.Points)
+
+	code, b, _ = get(t, app, "/v1/timeseries?source=sp&campaign=c1&window=1h&distinct=recipients", nil)
+	require.Equal(t, 200, code, "%s", b)
+	require.NoError(t, json.Unmarshal(b, &ts))
+	require.Equal(t, map[string]int64{"sent": 2, "delivered": 1, "hard_bounce": 1}, ts.Points[0].Recipients)
+	require.Equal(t, map[string]int64{"clicked": 1}, ts.Points[1].Recipients)
 
 	code, b, _ = get(t, app, "/v1/campaigns", nil)
 	require.Equal(t, 200, code)
@@ -232,4 +244,48 @@ func TestProbes(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, 200, resp.StatusCode, p)
 	}
+}
+
+// TestLateEvents: an event behind its source's watermark is counted (never
+// dropped), marked in its window's revision and late count, and shown by
+// /v1/watermarks and the funnel.
+func TestLateEvents(t *testing.T) {
+	at := func(e event.Event, recv time.Duration) event.Event {
+		e.ReceivedTime = t0.Add(recv)
+		return e
+	}
+	app := newAppEvents(t,
+		at(ev(event.Sent, "a1", "c1", "x@d.com", 0), 0),
+		at(ev(event.Sent, "a1", "c1", "y@d.com", 3*time.Hour), 3*time.Hour),
+		// 30 minutes behind the newest time: within the default hour.
+		at(ev(event.Delivered, "a1", "c1", "y@d.com", 150*time.Minute), 3*time.Hour),
+		// Two hours behind: late.
+		at(ev(event.Delivered, "a1", "c1", "x@d.com", time.Minute), 3*time.Hour),
+	)
+	code, b, _ := get(t, app, "/v1/watermarks", nil)
+	require.Equal(t, 200, code, "%s", b)
+	var wm struct {
+		AllowedLateness string `json:"allowed_lateness"`
+		Sources         []engine.Watermark
+	}
+	require.NoError(t, json.Unmarshal(b, &wm))
+	require.Equal(t, "1h0m0s", wm.AllowedLateness)
+	require.Equal(t, []engine.Watermark{{Source: "sp", MaxEventTime: t0.Add(3 * time.Hour), Watermark: t0.Add(2 * time.Hour), LateEvents: 1}}, wm.Sources)
+
+	code, b, _ = get(t, app, "/v1/timeseries?source=sp&campaign=c1&window=1h", nil)
+	require.Equal(t, 200, code, "%s", b)
+	var ts struct{ Points []engine.Point }
+	require.NoError(t, json.Unmarshal(b, &ts))
+	require.Equal(t, []engine.Point{
+		{Start: t0, Counts: map[string]int64{"sent": 1, "delivered": 1}, Final: true, LateEvents: 1, Revision: 1},
+		{Start: t0.Add(2 * time.Hour), Counts: map[string]int64{"delivered": 1}},
+		{Start: t0.Add(3 * time.Hour), Counts: map[string]int64{"sent": 1}},
+	}, ts.Points)
+
+	code, b, _ = get(t, app, "/v1/funnel?source=sp&campaign=c1", nil)
+	require.Equal(t, 200, code, "%s", b)
+	var f engine.Funnel
+	require.NoError(t, json.Unmarshal(b, &f))
+	require.EqualValues(t, 1, f.LateEvents)
+	require.Equal(t, engine.Count{Recipients: 2, Events: 2}, f.Stages["delivered"])
 }

@@ -96,20 +96,33 @@ func campaignsRecord(cs []engine.CampaignInfo) arrow.RecordBatch {
 }
 
 // timeseriesRecord is the long form of a time series: one row per window
-// and event type.
-func timeseriesRecord(pts []engine.Point) arrow.RecordBatch {
-	schema := arrow.NewSchema([]arrow.Field{
+// and event type, with the window's finality and late events repeated on
+// each of its rows, and a recipients column when distinct was asked for.
+func timeseriesRecord(pts []engine.Point, distinct bool) arrow.RecordBatch {
+	fields := []arrow.Field{
 		{Name: "start", Type: tsUTC},
 		{Name: "type", Type: arrow.BinaryTypes.String},
 		{Name: "events", Type: arrow.PrimitiveTypes.Int64},
-	}, nil)
-	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+		{Name: "final", Type: arrow.FixedWidthTypes.Boolean},
+		{Name: "late_events", Type: arrow.PrimitiveTypes.Int64},
+		{Name: "revision", Type: arrow.PrimitiveTypes.Int64},
+	}
+	if distinct {
+		fields = append(fields, arrow.Field{Name: "recipients", Type: arrow.PrimitiveTypes.Int64})
+	}
+	b := array.NewRecordBuilder(memory.DefaultAllocator, arrow.NewSchema(fields, nil))
 	defer b.Release()
 	for _, p := range pts {
 		for _, typ := range sortedKeys(p.Counts) {
 			b.Field(0).(*array.TimestampBuilder).Append(arrow.Timestamp(p.Start.UnixMicro()))
 			b.Field(1).(*array.StringBuilder).Append(typ)
 			b.Field(2).(*array.Int64Builder).Append(p.Counts[typ])
+			b.Field(3).(*array.BooleanBuilder).Append(p.Final)
+			b.Field(4).(*array.Int64Builder).Append(p.LateEvents)
+			b.Field(5).(*array.Int64Builder).Append(p.Revision)
+			if distinct {
+				b.Field(6).(*array.Int64Builder).Append(p.Recipients[typ])
+			}
 		}
 	}
 	return b.NewRecordBatch()

@@ -18,9 +18,9 @@ import (
 // then removes the old state, so an interrupted rebuild leaves a usable
 // store behind.
 type RebuildCommand struct {
-	main     *Main
-	data     dataFlags
-	suppress suppressFlags
+	main  *Main
+	data  dataFlags
+	rules ruleFlags
 }
 
 // Run rebuilds and reports progress on stderr: a progress bar on a
@@ -29,7 +29,7 @@ func (r *RebuildCommand) Run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("mailfunnel rebuild", flag.ContinueOnError)
 	fs.SetOutput(r.main.Stderr)
 	r.data.register(fs)
-	r.suppress.register(fs)
+	r.rules.register(fs)
 	if err := parseFlags(fs, args, r.main.Getenv); err != nil {
 		return err
 	}
@@ -64,7 +64,7 @@ func (r *RebuildCommand) Run(ctx context.Context, args []string) error {
 		}
 	}
 	ecfg := engine.DefaultConfig(next)
-	if err := r.suppress.apply(&ecfg); err != nil {
+	if err := r.rules.apply(&ecfg); err != nil {
 		return err
 	}
 	eng, err := engine.Open(ecfg, log)

@@ -44,7 +44,7 @@ type ServeCommand struct {
 	readyLag       uint64
 	maxInFlight    int
 	recipientCache int
-	suppress       suppressFlags
+	rules          ruleFlags
 	gcInterval     time.Duration
 	shutdownWait   time.Duration
 	logLevel       string
@@ -63,23 +63,29 @@ func (d *dataFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&d.exportDir, "export-dir", "", "where Parquet exports go (default <data>/exports)")
 }
 
-// suppressFlags are the suppression rule's flags, shared by serve and
-// rebuild: the engine's state depends on them.
-type suppressFlags struct {
+// ruleFlags are the flags the engine's derived state depends on (the
+// suppression rule, the allowed lateness), shared by serve and rebuild so
+// that a rebuild can reproduce the state.
+type ruleFlags struct {
 	softCount  int
 	softWindow time.Duration
+	lateness   time.Duration
 }
 
-func (f *suppressFlags) register(fs *flag.FlagSet) {
+func (f *ruleFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.softCount, "suppress-soft-count", 3, "suppress a recipient after this many soft (or undetermined) bounces within --suppress-soft-window (negative: never)")
 	fs.DurationVar(&f.softWindow, "suppress-soft-window", 7*24*time.Hour, "event-time window of --suppress-soft-count")
+	fs.DurationVar(&f.lateness, "allowed-lateness", time.Hour, "how far behind its source's newest event time an event may be before it counts as late (it is counted either way)")
 }
 
-func (f *suppressFlags) apply(cfg *engine.Config) error {
+func (f *ruleFlags) apply(cfg *engine.Config) error {
 	if f.softCount == 0 || f.softWindow <= 0 {
 		return fmt.Errorf("--suppress-soft-count must not be 0 (negative turns the rule off) and --suppress-soft-window must be positive")
 	}
-	cfg.SuppressSoftCount, cfg.SuppressSoftWindow = f.softCount, f.softWindow
+	if f.lateness <= 0 {
+		return fmt.Errorf("--allowed-lateness must be positive")
+	}
+	cfg.SuppressSoftCount, cfg.SuppressSoftWindow, cfg.AllowedLateness = f.softCount, f.softWindow, f.lateness
 	return nil
 }
 
@@ -107,7 +113,7 @@ func (s *ServeCommand) flags() *flag.FlagSet {
 	fs.Uint64Var(&s.readyLag, "ready-lag", 10_000, "/readyz fails while the engine is more than this many events behind")
 	fs.IntVar(&s.maxInFlight, "max-in-flight", 2048, "webhook requests processed at once; more wait up to 1s, then get 503")
 	fs.IntVar(&s.recipientCache, "recipient-cache", 500_000, "per-recipient funnel states kept in memory (the rest stay in the state store)")
-	s.suppress.register(fs)
+	s.rules.register(fs)
 	fs.DurationVar(&s.gcInterval, "gc-interval", 10*time.Minute, "how often Badger value-log garbage collection runs (0 turns it off)")
 	fs.DurationVar(&s.shutdownWait, "shutdown-timeout", 15*time.Second, "how long shutdown waits for in-flight requests")
 	fs.StringVar(&s.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -196,7 +202,7 @@ func (s *ServeCommand) Run(ctx context.Context, args []string) error {
 	}()
 	ecfg := engine.DefaultConfig(s.data.stateDir())
 	ecfg.RecipientCache = s.recipientCache
-	if err := s.suppress.apply(&ecfg); err != nil {
+	if err := s.rules.apply(&ecfg); err != nil {
 		return err
 	}
 	ecfg.Logger = logger.With("component", "engine")
@@ -352,9 +358,24 @@ func registerEngineMetrics(reg *prometheus.Registry, log *storage.Log, eng *engi
 			func() float64 { return float64(eng.Lag()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mailfunnel_engine_commits_total", Help: "State transactions committed by the engine."},
 			func() float64 { return float64(eng.Stats().Commits) }),
+		lateCollector{eng},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mailfunnel_log_lsm_bytes", Help: "Size of the event log's LSM tree."},
 			func() float64 { l, _ := log.Size(); return float64(l) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mailfunnel_log_vlog_bytes", Help: "Size of the event log's value log."},
 			func() float64 { _, v := log.Size(); return float64(v) }),
 	)
+}
+
+// lateCollector exports the engine's late events per source.
+type lateCollector struct{ eng *engine.Engine }
+
+var lateDesc = prometheus.NewDesc("mailfunnel_late_events_total",
+	"Events applied behind their source's watermark (counted in their windows all the same).", []string{"source"}, nil)
+
+func (c lateCollector) Describe(ch chan<- *prometheus.Desc) { ch <- lateDesc }
+
+func (c lateCollector) Collect(ch chan<- prometheus.Metric) {
+	for src, n := range c.eng.LateEvents() {
+		ch <- prometheus.MustNewConstMetric(lateDesc, prometheus.CounterValue, float64(n), src)
+	}
 }

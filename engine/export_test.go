@@ -1,0 +1,14 @@
+package engine
+
+// Crash closes the state store the way a kill would leave it: without
+// writing the sketches that wait for their next flush.
+func Crash(e *Engine) error {
+	e.closeOnce.Do(func() {
+		e.closed = true
+		if e.rtxn != nil {
+			e.rtxn.Discard()
+		}
+		e.closeErr = e.db.Close()
+	})
+	return e.closeErr
+}
