@@ -126,6 +126,8 @@ type Log struct {
 	wg   sync.WaitGroup
 
 	lastSeq atomic.Uint64
+	trimmed atomic.Uint64 // last sequence removed by Trim
+	trimMu  sync.Mutex
 	changed atomic.Pointer[chan struct{}]
 
 	deadMu     sync.Mutex
@@ -226,6 +228,12 @@ func OpenBadgerOptions(dir string, o BadgerOptions, logger *slog.Logger) (*badge
 // continues after a restart.
 func (l *Log) recover() error {
 	return l.db.View(func(txn *badger.Txn) error {
+		trimmed, err := loadTrimmed(txn)
+		if err != nil {
+			return err
+		}
+		l.trimmed.Store(trimmed)
+		l.lastSeq.Store(trimmed)
 		last, err := lastKey(txn, prefixLog)
 		if err != nil {
 			return err

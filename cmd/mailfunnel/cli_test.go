@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -84,6 +85,45 @@ func TestExportAndRebuild(t *testing.T) {
 	out, err = exec.Command(binary, "rebuild", "--data", data).CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	require.Contains(t, string(out), "rebuilt")
+	srv = startServer(t, data)
+	srv.waitReady(t)
+	checkFunnels(t, srv, events)
+	srv.stop(t)
+}
+
+// TestRetention: with --retention the server trims log entries once the
+// engine has applied them; the funnels, computed before, stay exact, and
+// rebuild refuses to recompute from a trimmed log.
+func TestRetention(t *testing.T) {
+	data := t.TempDir()
+	work := universe(rand.New(rand.NewPCG(4, 4)), 5, 20)
+	srv := startServer(t, data, "--retention", "1ms", "--retention-interval", "50ms")
+	var events []genEvent
+	seen := map[string]bool{}
+	for _, p := range work {
+		code, b := srv.post(t, p.path, p.body, ingestTok)
+		require.Equal(t, 200, code, "%s", b)
+		for _, e := range p.events {
+			if k := fmt.Sprint(e); !seen[k] {
+				seen[k] = true
+				events = append(events, e)
+			}
+		}
+	}
+	last := srv.waitReady(t)
+	require.Eventually(t, func() bool {
+		var r struct {
+			FirstSeq uint64 `json:"first_seq"`
+		}
+		srv.get(t, "/readyz", &r)
+		return r.FirstSeq == last+1
+	}, 10*time.Second, 20*time.Millisecond, "every applied entry trimmed")
+	checkFunnels(t, srv, events)
+	srv.stop(t)
+
+	out, err := exec.Command(binary, "rebuild", "--data", data).CombinedOutput()
+	require.Error(t, err)
+	require.Contains(t, string(out), "retention")
 	srv = startServer(t, data)
 	srv.waitReady(t)
 	checkFunnels(t, srv, events)

@@ -41,6 +41,9 @@ func (r *RebuildCommand) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer log.Close()
+	if first := log.FirstSeq(); first > 1 {
+		return fmt.Errorf("the log starts at seq %d (retention removed the events before it): a rebuild would lose their aggregates, so the current state is kept", first)
+	}
 
 	state := r.data.stateDir()
 	next := state + ".rebuild"

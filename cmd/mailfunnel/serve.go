@@ -46,6 +46,8 @@ type ServeCommand struct {
 	recipientCache int
 	rules          ruleFlags
 	gcInterval     time.Duration
+	retention      time.Duration
+	retentionEvery time.Duration
 	shutdownWait   time.Duration
 	logLevel       string
 	logFormat      string
@@ -115,6 +117,8 @@ func (s *ServeCommand) flags() *flag.FlagSet {
 	fs.IntVar(&s.recipientCache, "recipient-cache", 500_000, "per-recipient funnel states kept in memory (the rest stay in the state store)")
 	s.rules.register(fs)
 	fs.DurationVar(&s.gcInterval, "gc-interval", 10*time.Minute, "how often Badger value-log garbage collection runs (0 turns it off)")
+	fs.DurationVar(&s.retention, "retention", 0, "delete log entries received longer ago than this, once the engine (and the exporter) have consumed them; aggregates stay (0: keep everything)")
+	fs.DurationVar(&s.retentionEvery, "retention-interval", time.Minute, "how often --retention is applied")
 	fs.DurationVar(&s.shutdownWait, "shutdown-timeout", 15*time.Second, "how long shutdown waits for in-flight requests")
 	fs.StringVar(&s.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&s.logFormat, "log-format", "text", "text or json")
@@ -253,7 +257,7 @@ func (s *ServeCommand) Run(ctx context.Context, args []string) error {
 	app := newApp(s.bodyLimit, reg)
 	ready := func() (bool, string, map[string]any) {
 		lag := eng.Lag()
-		d := map[string]any{"lag": lag, "applied": eng.Applied(), "last_seq": log.LastSeq()}
+		d := map[string]any{"lag": lag, "applied": eng.Applied(), "last_seq": log.LastSeq(), "first_seq": log.FirstSeq()}
 		switch {
 		case draining.Load():
 			return false, "shutting down", d
@@ -288,6 +292,22 @@ func (s *ServeCommand) Run(ctx context.Context, args []string) error {
 	g.Go(func() error { return exporter.RunEvery(engCtx, s.data.exportInterval) })
 	if s.gcInterval > 0 {
 		g.Go(func() error { return runGC(engCtx, s.gcInterval, log, logger) })
+	}
+	if s.retention > 0 {
+		consumed := func() (uint64, error) {
+			upTo := eng.Applied()
+			cp, err := log.Checkpoint(export.CheckpointName)
+			if err != nil {
+				return 0, err
+			}
+			// Events the exporter has yet to write stay, unless exports
+			// are off and never ran.
+			if s.data.exportInterval > 0 || cp > 0 {
+				upTo = min(upTo, cp)
+			}
+			return upTo, nil
+		}
+		g.Go(func() error { return runRetention(engCtx, s.retentionEvery, s.retention, log, consumed, logger) })
 	}
 	g.Go(func() error {
 		select {
@@ -331,6 +351,42 @@ func runGC(ctx context.Context, every time.Duration, log *storage.Log, logger *s
 	}
 }
 
+// runRetention trims the log every `every` to the events received within
+// keep, never past what consumed reports as read by every reader.
+func runRetention(ctx context.Context, every, keep time.Duration, log *storage.Log, consumed func() (uint64, error), logger *slog.Logger) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		upTo, err := consumed()
+		if err != nil {
+			logger.Warn("retention", "err", err)
+			continue
+		}
+		var total uint64
+		for {
+			n, err := log.Trim(ctx, upTo, time.Now().Add(-keep))
+			if err != nil {
+				if ctx.Err() == nil {
+					logger.Warn("retention", "err", err)
+				}
+				break
+			}
+			if n == 0 {
+				break
+			}
+			total += n
+		}
+		if total > 0 {
+			logger.Info("retention: log trimmed", "events", total, "first_seq", log.FirstSeq())
+		}
+	}
+}
+
 const serverInfoFile = "server.json"
 
 // writeServerInfo records where the running server listens, so that
@@ -352,6 +408,8 @@ func registerEngineMetrics(reg *prometheus.Registry, log *storage.Log, eng *engi
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mailfunnel_log_last_seq", Help: "Sequence of the newest durable event."},
 			func() float64 { return float64(log.LastSeq()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mailfunnel_log_first_seq", Help: "Oldest sequence still in the log (above 1 once retention trimmed it)."},
+			func() float64 { return float64(log.FirstSeq()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mailfunnel_engine_applied_seq", Help: "Sequence of the last event applied and committed by the engine."},
 			func() float64 { return float64(eng.Applied()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mailfunnel_engine_lag_events", Help: "Durable events not yet applied by the engine."},

@@ -1,0 +1,138 @@
+package storage
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/mailfunnel/mailfunnel/event"
+)
+
+// Retention. The log is the system's source of truth, so by default it
+// keeps everything. An operator may bound it: Trim deletes whole entries
+// whose events are all consumed (at or below a sequence the caller
+// computes from every reader's checkpoint) and older than a cut-off. The
+// aggregates derived from trimmed events stay in the engine's state; only
+// a rebuild or replay, which re-reads the log, can no longer see them.
+//
+// keyTrimmed records the last trimmed sequence, so that FirstSeq survives
+// restarts and sequence numbers are never reused, even when every entry
+// has been trimmed.
+
+const keyTrimmed = 't'
+
+// FirstSeq is the oldest sequence still in the log: 1 until Trim removes
+// something.
+func (l *Log) FirstSeq() uint64 { return l.trimmed.Load() + 1 }
+
+// loadTrimmed reads keyTrimmed within txn.
+func loadTrimmed(txn *badger.Txn) (uint64, error) {
+	item, err := txn.Get([]byte{keyTrimmed})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var seq uint64
+	err = item.Value(func(v []byte) error {
+		if len(v) != 8 {
+			return fmt.Errorf("trim mark: %w", errCorruptEntry)
+		}
+		seq = binary.BigEndian.Uint64(v)
+		return nil
+	})
+	return seq, err
+}
+
+// Trim deletes the oldest log entries whose events all have sequences at
+// or below upTo and were received before olderThan. It stops at the first
+// entry that must stay, so the log remains a gapless range
+// [FirstSeq, LastSeq]. It returns how many events it removed. The space is
+// reclaimed by compaction and value-log GC.
+func (l *Log) Trim(ctx context.Context, upTo uint64, olderThan time.Time) (uint64, error) {
+	if l.closed.Load() {
+		return 0, ErrClosed
+	}
+	l.trimMu.Lock()
+	defer l.trimMu.Unlock()
+	var doomed [][]byte
+	through := l.trimmed.Load()
+	err := l.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 16, Prefix: []byte{prefixLog}})
+		defer it.Close()
+		var e event.Event
+		for it.Rewind(); it.Valid() && len(doomed) < trimBatch; it.Next() {
+			if err := ctx.Err(); err != nil {
+				return ctxErr(ctx)
+			}
+			item := it.Item()
+			first := binary.BigEndian.Uint64(item.Key()[1:])
+			var last uint64
+			var recv time.Time
+			if err := item.Value(func(v []byte) error {
+				var err error
+				last, err = lastEvent(first, v, &e)
+				recv = e.ReceivedTime
+				return err
+			}); err != nil {
+				return err
+			}
+			if last > upTo || !recv.Before(olderThan) {
+				break
+			}
+			doomed = append(doomed, item.KeyCopy(nil))
+			through = last
+		}
+		return nil
+	})
+	if err != nil || len(doomed) == 0 {
+		return 0, err
+	}
+	before := l.trimmed.Load()
+	err = l.db.Update(func(txn *badger.Txn) error {
+		for _, k := range doomed {
+			if err := txn.Delete(k); err != nil {
+				return err
+			}
+		}
+		return txn.Set([]byte{keyTrimmed}, binary.BigEndian.AppendUint64(nil, through))
+	})
+	if err != nil {
+		return 0, fmt.Errorf("trim log: %w", err)
+	}
+	l.trimmed.Store(through)
+	return through - before, nil
+}
+
+// trimBatch bounds the entries one Trim deletes (one transaction); the
+// retention loop calls Trim again for the rest.
+const trimBatch = 5_000
+
+// lastEvent decodes the last event of an entry into e and returns its
+// sequence.
+func lastEvent(first uint64, v []byte, e *event.Event) (uint64, error) {
+	n, k := binary.Uvarint(v)
+	if k <= 0 || n == 0 {
+		return 0, fmt.Errorf("log entry at seq %d: %w", first, errCorruptEntry)
+	}
+	p := k
+	for i := uint64(0); i < n; i++ {
+		ln, k := binary.Uvarint(v[p:])
+		if k <= 0 || ln > uint64(len(v)-p-k) {
+			return 0, fmt.Errorf("log entry at seq %d, event %d: %w", first, i, errCorruptEntry)
+		}
+		p += k
+		if i == n-1 {
+			if _, err := event.Decode(v[p:p+int(ln)], e); err != nil {
+				return 0, fmt.Errorf("log entry at seq %d: %w", first+i, err)
+			}
+		}
+		p += int(ln)
+	}
+	return first + n - 1, nil
+}
