@@ -76,4 +76,3 @@ func TestTrim(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, res.Duplicates)
 }
-
