@@ -152,9 +152,20 @@ type Engine struct {
 	stats     Stats
 	statsMu   sync.Mutex
 
+	replaying atomic.Bool
+	replay    replayState
+	epoch     uint64 // bumped (under mu) when a replay swaps the state in
+
 	closeOnce sync.Once
 	closeErr  error
 }
+
+// stateBadgerOptions: a large memtable lets one state transaction carry
+// many keys; Snappy shrinks the repetitive counter and recipient values.
+var stateBadgerOptions = storage.BadgerOptions{BlockCacheMB: 64, MemTableMB: 64, Snappy: true}
+
+// errSwapped ends a catch-up pass whose state a replay replaced.
+var errSwapped = errors.New("engine: state replaced by a replay")
 
 // Stats are the engine's counters, for metrics.
 type Stats struct {
@@ -243,7 +254,7 @@ func Open(cfg Config, src Log) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	db, err := storage.OpenBadgerOptions(cfg.Dir, storage.BadgerOptions{BlockCacheMB: 64, MemTableMB: 64, Snappy: true}, cfg.Logger)
+	db, err := storage.OpenBadgerOptions(cfg.Dir, stateBadgerOptions, cfg.Logger)
 	if err != nil {
 		return nil, err
 	}
@@ -448,9 +459,15 @@ func (e *Engine) Run(ctx context.Context) error {
 func (e *Engine) CatchUp(ctx context.Context, progress func(applied uint64)) error {
 	last := e.src.LastSeq()
 	for e.applied.Load() < last {
+		e.mu.Lock()
+		epoch := e.epoch
+		e.mu.Unlock()
 		err := e.src.ReadFrom(ctx, e.applied.Load()+1, func(ev *event.Event) error {
 			e.mu.Lock()
 			defer e.mu.Unlock()
+			if e.epoch != epoch {
+				return errSwapped
+			}
 			if err := e.apply(ev); err != nil {
 				return err
 			}
@@ -467,6 +484,9 @@ func (e *Engine) CatchUp(ctx context.Context, progress func(applied uint64)) err
 			}
 			return nil
 		})
+		if errors.Is(err, errSwapped) {
+			continue // the replayed state has its own checkpoint: go on from it
+		}
 		e.mu.Lock()
 		cerr := e.commit()
 		e.mu.Unlock()

@@ -469,6 +469,9 @@ func (e *Engine) LiftSuppression(recipient string) (*Suppression, uint64, error)
 	if e.closed {
 		return nil, 0, ErrClosed
 	}
+	if e.replaying.Load() {
+		return nil, 0, ErrReplayRunning
+	}
 	sp, err := e.Suppression(r)
 	if err != nil {
 		return nil, 0, err // committed state: what the client saw

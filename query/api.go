@@ -111,6 +111,8 @@ func (a *API) viewError(c *fiber.Ctx, err error) error {
 		return c.Status(fiber.StatusBadRequest).JSON(fiber.Map{"error": amb.Error(), "accounts": amb.Accounts})
 	case errors.Is(err, engine.ErrNotFound):
 		return Error(c, fiber.StatusNotFound, err.Error())
+	case errors.Is(err, engine.ErrReplayRunning):
+		return Error(c, fiber.StatusConflict, err.Error()+": try again when GET /v1/replay says done")
 	case errors.Is(err, engine.ErrBadCursor):
 		return Error(c, fiber.StatusBadRequest, "parameter 'after': "+err.Error()+" (pass a previous page's next)")
 	}

@@ -119,12 +119,57 @@ func TestRetention(t *testing.T) {
 		return r.FirstSeq == last+1
 	}, 10*time.Second, 20*time.Millisecond, "every applied entry trimmed")
 	checkFunnels(t, srv, events)
+	code, b := srv.post(t, "/v1/replay", nil, apiTok)
+	require.Equal(t, 409, code, "%s", b)
+	require.Contains(t, string(b), "retention")
 	srv.stop(t)
 
 	out, err := exec.Command(binary, "rebuild", "--data", data).CombinedOutput()
 	require.Error(t, err)
 	require.Contains(t, string(out), "retention")
 	srv = startServer(t, data)
+	srv.waitReady(t)
+	checkFunnels(t, srv, events)
+	srv.stop(t)
+}
+
+// TestReplay: POST /v1/replay re-derives the aggregates while webhooks keep
+// arriving; GET /v1/replay reports progress; the funnels stay exact.
+func TestReplay(t *testing.T) {
+	data := t.TempDir()
+	work := universe(rand.New(rand.NewPCG(5, 5)), 20, 100)
+	srv := startServer(t, data)
+	var events []genEvent
+	seen := map[string]bool{}
+	post := func(ps []payload) {
+		for _, p := range ps {
+			code, b := srv.post(t, p.path, p.body, ingestTok)
+			require.Equal(t, 200, code, "%s", b)
+			for _, e := range p.events {
+				if k := fmt.Sprint(e); !seen[k] {
+					seen[k] = true
+					events = append(events, e)
+				}
+			}
+		}
+	}
+	half := len(work) / 2
+	post(work[:half])
+	srv.waitReady(t)
+	code, b := srv.post(t, "/v1/replay", nil, apiTok)
+	require.Equal(t, 202, code, "%s", b)
+	post(work[half:])
+	var st struct {
+		State   string `json:"state"`
+		Applied uint64 `json:"applied"`
+		Error   string `json:"error"`
+	}
+	require.Eventually(t, func() bool {
+		require.Equal(t, 200, srv.get(t, "/v1/replay", &st))
+		return st.State != "running"
+	}, 30*time.Second, 20*time.Millisecond)
+	require.Equal(t, "done", st.State, st.Error)
+	require.Positive(t, st.Applied)
 	srv.waitReady(t)
 	checkFunnels(t, srv, events)
 	srv.stop(t)

@@ -270,6 +270,11 @@ func (s *ServeCommand) Run(ctx context.Context, args []string) error {
 	ing.Mount(app)
 	v1 := api.Mount(app)
 	query.MountExports(v1, exporter)
+	// engCtx ends the engine, the exporter and a running replay, after
+	// the HTTP server has stopped.
+	engCtx, engCancel := context.WithCancel(context.Background())
+	defer engCancel()
+	query.MountReplay(engCtx, v1, eng)
 	app.Use(func(c *fiber.Ctx) error {
 		return query.Error(c, fiber.StatusNotFound, fmt.Sprintf("no route %s %s", c.Method(), c.Path()))
 	})
@@ -284,8 +289,6 @@ func (s *ServeCommand) Run(ctx context.Context, args []string) error {
 	defer os.Remove(filepath.Join(s.data.dir, serverInfoFile))
 	logger.Info("listening", "addr", ln.Addr().String(), "version", version())
 
-	engCtx, engCancel := context.WithCancel(context.Background())
-	defer engCancel()
 	g, gctx := errgroup.WithContext(context.Background())
 	g.Go(func() error { return eng.Run(engCtx) })
 	g.Go(func() error { return app.Listener(ln) })
