@@ -26,16 +26,15 @@ func (s *server) post(t *testing.T, path string, body []byte, tok string) (int, 
 	return resp.StatusCode, b.Bytes()
 }
 
-// TestExportAndRebuild drives the operator commands against a real data
-// dir: export through the running server and directly, rebuild while the
-// server runs (refused) and after it stopped (same answers).
-func TestExportAndRebuild(t *testing.T) {
-	data := t.TempDir()
-	work := universe(rand.New(rand.NewPCG(3, 3)), 10, 50)
-	srv := startServer(t, data)
-	var events []genEvent
+// postAll posts the payloads (each must be acknowledged) and returns
+// events extended by the distinct events they carried.
+func postAll(t *testing.T, srv *server, ps []payload, events []genEvent) []genEvent {
+	t.Helper()
 	seen := map[string]bool{}
-	for _, p := range work {
+	for _, e := range events {
+		seen[fmt.Sprint(e)] = true
+	}
+	for _, p := range ps {
 		code, b := srv.post(t, p.path, p.body, ingestTok)
 		require.Equal(t, 200, code, "%s", b)
 		for _, e := range p.events {
@@ -45,6 +44,17 @@ func TestExportAndRebuild(t *testing.T) {
 			}
 		}
 	}
+	return events
+}
+
+// TestExportAndRebuild drives the operator commands against a real data
+// dir: export through the running server and directly, rebuild while the
+// server runs (refused) and after it stopped (same answers).
+func TestExportAndRebuild(t *testing.T) {
+	data := t.TempDir()
+	work := universe(rand.New(rand.NewPCG(3, 3)), 10, 50)
+	srv := startServer(t, data)
+	events := postAll(t, srv, work, nil)
 	srv.waitReady(t)
 
 	// export while the server holds the data dir: done through the server.
@@ -98,18 +108,7 @@ func TestRetention(t *testing.T) {
 	data := t.TempDir()
 	work := universe(rand.New(rand.NewPCG(4, 4)), 5, 20)
 	srv := startServer(t, data, "--retention", "1ms", "--retention-interval", "50ms")
-	var events []genEvent
-	seen := map[string]bool{}
-	for _, p := range work {
-		code, b := srv.post(t, p.path, p.body, ingestTok)
-		require.Equal(t, 200, code, "%s", b)
-		for _, e := range p.events {
-			if k := fmt.Sprint(e); !seen[k] {
-				seen[k] = true
-				events = append(events, e)
-			}
-		}
-	}
+	events := postAll(t, srv, work, nil)
 	last := srv.waitReady(t)
 	require.Eventually(t, func() bool {
 		var r struct {
@@ -139,26 +138,12 @@ func TestReplay(t *testing.T) {
 	data := t.TempDir()
 	work := universe(rand.New(rand.NewPCG(5, 5)), 20, 100)
 	srv := startServer(t, data)
-	var events []genEvent
-	seen := map[string]bool{}
-	post := func(ps []payload) {
-		for _, p := range ps {
-			code, b := srv.post(t, p.path, p.body, ingestTok)
-			require.Equal(t, 200, code, "%s", b)
-			for _, e := range p.events {
-				if k := fmt.Sprint(e); !seen[k] {
-					seen[k] = true
-					events = append(events, e)
-				}
-			}
-		}
-	}
 	half := len(work) / 2
-	post(work[:half])
+	events := postAll(t, srv, work[:half], nil)
 	srv.waitReady(t)
 	code, b := srv.post(t, "/v1/replay", nil, apiTok)
 	require.Equal(t, 202, code, "%s", b)
-	post(work[half:])
+	events = postAll(t, srv, work[half:], events)
 	var st struct {
 		State   string `json:"state"`
 		Applied uint64 `json:"applied"`
