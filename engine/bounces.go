@@ -46,12 +46,15 @@ func dimIndex(name string) (byte, bool) {
 }
 
 func groupSeries(cid uint32, dim, kind byte, key string) series {
-	b := make([]byte, 7, 8+len(key)+binary.MaxVarintLen32)
-	b[0] = prefixGroupCount
-	binary.BigEndian.PutUint32(b[1:], cid)
-	b[5], b[6] = dim, kind
-	b = binary.AppendUvarint(b, uint64(len(key)))
-	return series(append(b, key...))
+	return series(appendGroupSeries(nil, cid, dim, kind, key))
+}
+
+func appendGroupSeries(dst []byte, cid uint32, dim, kind byte, key string) []byte {
+	dst = append(dst, prefixGroupCount)
+	dst = binary.BigEndian.AppendUint32(dst, cid)
+	dst = append(dst, dim, kind)
+	dst = binary.AppendUvarint(dst, uint64(len(key)))
+	return append(dst, key...)
 }
 
 func groupRegKey(cid uint32, dim byte, key string) string {
@@ -62,11 +65,10 @@ func groupRegKey(cid uint32, dim byte, key string) string {
 	return string(append(b, key...))
 }
 
-func groupRecipKey(cid uint32, recipient string) string {
-	b := make([]byte, 5, 5+len(recipient))
-	b[0] = prefixGroupRecip
-	binary.BigEndian.PutUint32(b[1:], cid)
-	return string(append(b, recipient...))
+func appendGroupRecipKey(dst []byte, cid uint32, recipient string) []byte {
+	dst = append(dst, prefixGroupRecip)
+	dst = binary.BigEndian.AppendUint32(dst, cid)
+	return append(dst, recipient...)
 }
 
 // groupFirst is a recipient's first bounce time in one group. A recipient
@@ -163,14 +165,14 @@ func (e *Engine) applyBounce(cid uint32, ev *event.Event, recipient string, t in
 	keys := [...]string{r.Reason, string(r.Class), status, domain, MXHost(ev.SMTPResponse)}
 	for _, c := range [...]uint32{cid, allCampaigns} {
 		var re *recEntry
-		var rk string
 		if recipient != "" {
-			rk = groupRecipKey(c, recipient)
+			e.kbuf = appendGroupRecipKey(e.kbuf[:0], c, recipient)
 			var err error
-			if re, err = e.recipient(rk); err != nil {
+			if re, err = e.recipient(e.kbuf); err != nil {
 				return err
 			}
 		}
+		var eb, rb [64]byte
 		for i, key := range keys {
 			if key == "" {
 				continue // no MX named
@@ -180,7 +182,7 @@ func (e *Engine) applyBounce(cid uint32, ev *event.Event, recipient string, t in
 				e.groups[rk] = true
 				e.dirtyGroups = append(e.dirtyGroups, rk)
 			}
-			if err := e.addCount(groupSeries(c, dim, 'e', key), t, 1); err != nil {
+			if err := e.addCount(appendGroupSeries(eb[:0], c, dim, 'e', key), t, 1); err != nil {
 				return err
 			}
 			if re == nil {
@@ -190,7 +192,7 @@ func (e *Engine) applyBounce(cid uint32, ev *event.Event, recipient string, t in
 			for j < len(re.groups) && (re.groups[j].dim != dim || re.groups[j].key != key) {
 				j++
 			}
-			rs := groupSeries(c, dim, 'r', key)
+			rs := appendGroupSeries(rb[:0], c, dim, 'r', key)
 			had := j < len(re.groups)
 			var old int64
 			if had {
@@ -213,10 +215,7 @@ func (e *Engine) applyBounce(cid uint32, ev *event.Event, recipient string, t in
 			if err := e.addCount(rs, t, 1); err != nil {
 				return err
 			}
-			if !re.dirty {
-				re.dirty = true
-				e.dirtyRecs = append(e.dirtyRecs, rk)
-			}
+			e.markDirty(re)
 		}
 	}
 	return nil

@@ -66,12 +66,15 @@ func domainOf(ev *event.Event) string {
 }
 
 func domainSeries(cid uint32, m metric, domain string) series {
-	b := make([]byte, 6, 7+len(domain)+binary.MaxVarintLen32)
-	b[0] = prefixDomainCount
-	binary.BigEndian.PutUint32(b[1:], cid)
-	b[5] = byte(m)
-	b = binary.AppendUvarint(b, uint64(len(domain)))
-	return series(append(b, domain...))
+	return series(appendDomainSeries(nil, cid, m, domain))
+}
+
+func appendDomainSeries(dst []byte, cid uint32, m metric, domain string) []byte {
+	dst = append(dst, prefixDomainCount)
+	dst = binary.BigEndian.AppendUint32(dst, cid)
+	dst = append(dst, byte(m))
+	dst = binary.AppendUvarint(dst, uint64(len(domain)))
+	return append(dst, domain...)
 }
 
 func domainRegKey(cid uint32, domain string) string {
@@ -85,7 +88,8 @@ func domainRegKey(cid uint32, domain string) string {
 // (had: it had reached m before, at old; now it reaches m at t) in its
 // domain's all-campaigns series.
 func (e *Engine) moveDomain(cid uint32, domain string, m metric, had bool, old, t int64) error {
-	s := domainSeries(cid, m, domain)
+	var sb [64]byte
+	s := appendDomainSeries(sb[:0], cid, m, domain)
 	if had {
 		if err := e.addCount(s, old, -1); err != nil {
 			return err
@@ -97,8 +101,8 @@ func (e *Engine) moveDomain(cid uint32, domain string, m metric, had bool, old, 
 // reachAll records the first reaches of metrics ms at t for recipient r over
 // all campaigns, in its domain's all-campaigns series.
 func (e *Engine) reachAll(r, domain string, ms []metric, t int64) error {
-	rk := recKey(allCampaigns, r)
-	re, err := e.recipient(rk)
+	e.kbuf = appendRecKey(e.kbuf[:0], allCampaigns, r)
+	re, err := e.recipient(e.kbuf)
 	if err != nil {
 		return err
 	}
@@ -107,7 +111,7 @@ func (e *Engine) reachAll(r, domain string, ms []metric, t int64) error {
 	if re.st.mask&(1<<mSent) == 0 {
 		e.registerDomain(domain)
 	}
-	return e.reach(rk, re, ms, t, allCampaigns, domain)
+	return e.reach(re, ms, t, allCampaigns, domain)
 }
 
 func (e *Engine) registerDomain(domain string) {
@@ -269,7 +273,7 @@ func scanDomains(txn *badger.Txn, cid uint32, r Range) (map[string]*DomainStats,
 		}
 	}
 	it.Close()
-	prefix = []byte(groupRecipKey(cid, ""))
+	prefix = appendGroupRecipKey(nil, cid, "")
 	it = txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, Prefix: prefix})
 	defer it.Close()
 	for it.Rewind(); it.Valid(); it.Next() {

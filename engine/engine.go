@@ -14,7 +14,6 @@ import (
 
 	"github.com/bits-and-blooms/bloom/v3"
 	"github.com/dgraph-io/badger/v4"
-	"github.com/hashicorp/golang-lru/v2/simplelru"
 
 	"github.com/mailfunnel/mailfunnel/engine/bounce"
 	"github.com/mailfunnel/mailfunnel/event"
@@ -109,13 +108,19 @@ type Engine struct {
 
 	// Apply-side state, owned by the Run goroutine; mu guards it against
 	// LiftSuppression, the one writer from outside.
-	mu            sync.Mutex
-	closed        bool
-	rtxn          *badger.Txn
-	recs          *simplelru.LRU[string, *recEntry]
-	counts        *simplelru.LRU[string, *countEntry]
-	dirtyRecs     []string
-	dirtyCnts     []string
+	mu     sync.Mutex
+	closed bool
+	rtxn   *badger.Txn
+	// recs and counts cache state records by key; entries touched since
+	// the last commit are dirty and listed in dirtyRecs/dirtyCnts. gen
+	// counts commits: an entry's gen says when it was last used, for
+	// eviction (see evict).
+	recs          map[string]*recEntry
+	counts        map[string]*countEntry
+	dirtyRecs     []*recEntry
+	dirtyCnts     []*countEntry
+	gen           uint32
+	cbuf          []byte      // scratch key buffer of addCount
 	dirtyCamps    []*campaign // campaigns changed since the last commit
 	camps         map[campKeyT]*campaign
 	groups        map[string]bool // bounce group and domain registry keys known to exist
@@ -145,7 +150,6 @@ type Engine struct {
 	writtenN int
 	pending  int    // events applied since the last commit
 	pendSeq  uint64 // seq of the last applied event
-	buf      []byte
 
 	applied   atomic.Uint64
 	appliedCh atomic.Pointer[chan struct{}]
@@ -178,9 +182,11 @@ type Stats struct {
 // the first bounce time per bounce group ('b' keys) or the suppression
 // record ('s' keys).
 type recEntry struct {
+	key    string
 	st     recState
 	groups []groupFirst
 	sup    *supState
+	gen    uint32
 	dirty  bool
 }
 
@@ -262,8 +268,7 @@ func Open(cfg Config, src Log) (*Engine, error) {
 		camps: map[campKeyT]*campaign{}, campByID: map[uint32]*campaign{}, nextCID: 1, groups: map[string]bool{},
 		dirtySup: map[string][]byte{}, softCount: cfg.SuppressSoftCount, softWindowUS: cfg.SuppressSoftWindow.Microseconds(),
 		sketches: map[sketchKey]*sketchEntry{}, marks: map[string]*sourceMark{}, latenessUS: cfg.AllowedLateness.Microseconds()}
-	e.recs, _ = simplelru.NewLRU[string, *recEntry](math.MaxInt32, nil)
-	e.counts, _ = simplelru.NewLRU[string, *countEntry](math.MaxInt32, nil)
+	e.recs, e.counts = map[string]*recEntry{}, map[string]*countEntry{}
 	ch := make(chan struct{})
 	e.appliedCh.Store(&ch)
 	if err := e.load(); err != nil {
@@ -284,21 +289,9 @@ func Open(cfg Config, src Log) (*Engine, error) {
 // take 24 MiB.
 const freshKeys = 20_000_000
 
-// mayExist reports whether key k can be in the state store. A new key is
-// recorded as existing from now on (it will be written at the next commit).
-func (e *Engine) mayExist(k string) bool {
-	if !e.fresh {
-		return true
-	}
-	if e.written.TestString(k) {
-		return true
-	}
-	e.written.AddString(k)
-	e.wroteNew()
-	return false
-}
-
-// mayExistBytes is mayExist for a key in a scratch buffer.
+// mayExistBytes reports whether key k can be in the state store. A new
+// key is recorded as existing from now on (it will be written at the next
+// commit).
 func (e *Engine) mayExistBytes(k []byte) bool {
 	if !e.fresh {
 		return true
@@ -535,11 +528,12 @@ func (e *Engine) apply(ev *event.Event) error {
 		e.dirtyCamps = append(e.dirtyCamps, c)
 	}
 
-	if err := e.addCount(metricSeries(c.ID, eventMetric(ev.Type)), t, 1); err != nil {
+	var sb [8]byte
+	if err := e.addCount(appendMetricSeries(sb[:0], c.ID, eventMetric(ev.Type)), t, 1); err != nil {
 		return err
 	}
 	if e.observe(ev, t) {
-		if err := e.addCount(metricSeries(c.ID, mLate), t, 1); err != nil {
+		if err := e.addCount(appendMetricSeries(sb[:0], c.ID, mLate), t, 1); err != nil {
 			return err
 		}
 	}
@@ -547,12 +541,12 @@ func (e *Engine) apply(ev *event.Event) error {
 	r := event.NormalizeRecipient(ev.Recipient)
 	dom := domainOf(ev)
 	if len(ms) > 0 && r != "" {
-		rk := recKey(c.ID, r)
-		re, err := e.recipient(rk)
+		e.kbuf = appendRecKey(e.kbuf[:0], c.ID, r)
+		re, err := e.recipient(e.kbuf)
 		if err != nil {
 			return err
 		}
-		if err := e.reach(rk, re, ms, t, c.ID, ""); err != nil {
+		if err := e.reach(re, ms, t, c.ID, ""); err != nil {
 			return err
 		}
 		if err := e.reachAll(r, dom, ms, t); err != nil {
@@ -584,16 +578,17 @@ func (e *Engine) apply(ev *event.Event) error {
 // alone; a first reach, or an earlier one arriving late, moves the count in
 // the metric's series from the old time to t. The series are the campaign
 // cid's funnel series, or with a domain, that domain's series.
-func (e *Engine) reach(rk string, re *recEntry, ms []metric, t int64, cid uint32, domain string) error {
+func (e *Engine) reach(re *recEntry, ms []metric, t int64, cid uint32, domain string) error {
+	var sb [64]byte
 	for _, m := range ms {
 		bit := uint16(1) << m
 		had := re.st.mask&bit != 0
 		if had && re.st.first[m] <= t {
 			continue
 		}
-		s := metricSeries(cid, m)
+		s := appendMetricSeries(sb[:0], cid, m)
 		if domain != "" {
-			s = domainSeries(cid, m, domain)
+			s = appendDomainSeries(sb[:0], cid, m, domain)
 		}
 		if had {
 			if err := e.addCount(s, re.st.first[m], -1); err != nil {
@@ -605,51 +600,60 @@ func (e *Engine) reach(rk string, re *recEntry, ms []metric, t int64, cid uint32
 		if err := e.addCount(s, t, 1); err != nil {
 			return err
 		}
-		if !re.dirty {
-			re.dirty = true
-			e.dirtyRecs = append(e.dirtyRecs, rk)
-		}
+		e.markDirty(re)
 	}
 	return nil
 }
 
-func (e *Engine) recipient(k string) (*recEntry, error) {
-	if re, ok := e.recs.Get(k); ok {
+// recipient returns the cached record of key k (in a scratch buffer the
+// caller owns), reading it from the store on a miss. The key is copied only
+// on a miss: the hit path, most events, allocates nothing.
+func (e *Engine) recipient(k []byte) (*recEntry, error) {
+	if re, ok := e.recs[string(k)]; ok {
+		re.gen = e.gen
 		return re, nil
 	}
-	re := &recEntry{}
-	if !e.mayExist(k) {
-		e.recs.Add(k, re)
-		return re, nil
-	}
-	item, err := e.rtxn.Get([]byte(k))
-	switch {
-	case errors.Is(err, badger.ErrKeyNotFound):
-	case err != nil:
-		return nil, fmt.Errorf("read recipient state: %w", err)
-	default:
-		if err := item.Value(func(v []byte) error { return re.decode(k, v) }); err != nil {
-			return nil, err
+	re := &recEntry{key: string(k), gen: e.gen}
+	if e.mayExistBytes(k) {
+		item, err := e.rtxn.Get(k)
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound):
+		case err != nil:
+			return nil, fmt.Errorf("read recipient state: %w", err)
+		default:
+			if err := item.Value(func(v []byte) error { return re.decode(re.key, v) }); err != nil {
+				return nil, err
+			}
 		}
 	}
-	e.recs.Add(k, re)
+	e.recs[re.key] = re
 	return re, nil
 }
 
-func (e *Engine) addCount(s series, t int64, d int64) error {
+func (e *Engine) markDirty(re *recEntry) {
+	if !re.dirty {
+		re.dirty = true
+		e.dirtyRecs = append(e.dirtyRecs, re)
+	}
+}
+
+// addCount adds d to series s (a key prefix) at event time t, in its total
+// and its minute. Like recipient, it allocates only on a cache miss.
+func (e *Engine) addCount(s []byte, t int64, d int64) error {
 	minute := floorDiv(t, microsPerMinute)
 	for _, lk := range [...]struct {
 		level  byte
 		bucket int64
 	}{{levelTotal, 0}, {levelMinute, minute}} {
-		k := countKey(s, lk.level, lk.bucket)
-		ce, ok := e.counts.Get(k)
+		e.cbuf = append(append(e.cbuf[:0], s...), lk.level)
+		e.cbuf = binary.BigEndian.AppendUint64(e.cbuf, sortable(lk.bucket))
+		ce, ok := e.counts[string(e.cbuf)]
 		if !ok {
-			ce = &countEntry{}
+			ce = &countEntry{key: string(e.cbuf)}
 			var item *badger.Item
 			var err error
-			if e.mayExist(k) {
-				item, err = e.rtxn.Get([]byte(k))
+			if e.mayExistBytes(e.cbuf) {
+				item, err = e.rtxn.Get(e.cbuf)
 			} else {
 				err = badger.ErrKeyNotFound
 			}
@@ -662,8 +666,9 @@ func (e *Engine) addCount(s series, t int64, d int64) error {
 					return err
 				}
 			}
-			e.counts.Add(k, ce)
+			e.counts[ce.key] = ce
 		}
+		ce.gen = e.gen
 		if lk.level == levelMinute {
 			ce.add(int32(t-minute*microsPerMinute), d)
 		} else {
@@ -671,7 +676,7 @@ func (e *Engine) addCount(s series, t int64, d int64) error {
 		}
 		if !ce.dirty {
 			ce.dirty = true
-			e.dirtyCnts = append(e.dirtyCnts, k)
+			e.dirtyCnts = append(e.dirtyCnts, ce)
 		}
 	}
 	return nil
@@ -708,21 +713,14 @@ func (e *Engine) commit() error {
 	}
 	txn := e.db.NewTransaction(true)
 	defer txn.Discard()
-	for _, k := range e.dirtyRecs {
-		re, ok := e.recs.Peek(k)
-		if !ok {
-			return fmt.Errorf("engine: dirty recipient state evicted")
-		}
-		e.buf = re.encode(k, e.buf[:0])
-		if err := txn.Set([]byte(k), append([]byte(nil), e.buf...)); err != nil {
+	for _, re := range e.dirtyRecs {
+		v := re.encode(re.key, nil)
+		if err := txn.Set([]byte(re.key), v); err != nil {
 			return fmt.Errorf("stage recipient state: %w", err)
 		}
 	}
-	for _, k := range e.dirtyCnts {
-		ce, ok := e.counts.Peek(k)
-		if !ok {
-			return fmt.Errorf("engine: dirty counter evicted")
-		}
+	for _, ce := range e.dirtyCnts {
+		k := ce.key
 		var err error
 		if level := k[len(k)-9]; ce.n == 0 && len(ce.detail) == 0 && level != levelTotal {
 			err = txn.Delete([]byte(k))
@@ -790,15 +788,11 @@ func (e *Engine) commit() error {
 		e.rtxn = nil
 	}
 	nkeys := len(e.dirtyRecs) + len(e.dirtyCnts) + len(e.dirtyGroups) + len(e.dirtySup) + len(e.journal) + len(e.dirtyMarks)
-	for _, k := range e.dirtyRecs {
-		if re, ok := e.recs.Peek(k); ok {
-			re.dirty = false
-		}
+	for _, re := range e.dirtyRecs {
+		re.dirty = false
 	}
-	for _, k := range e.dirtyCnts {
-		if ce, ok := e.counts.Peek(k); ok {
-			ce.dirty = false
-		}
+	for _, ce := range e.dirtyCnts {
+		ce.dirty = false
 	}
 	for _, c := range e.dirtyCamps {
 		c.dirty = false
@@ -813,12 +807,9 @@ func (e *Engine) commit() error {
 	e.dirtyGroups = e.dirtyGroups[:0]
 	clear(e.dirtySup)
 	e.journal = e.journal[:0]
-	for e.recs.Len() > e.cfg.RecipientCache {
-		e.recs.RemoveOldest()
-	}
-	for e.counts.Len() > e.cfg.CounterCache {
-		e.counts.RemoveOldest()
-	}
+	evict(e.recs, e.cfg.RecipientCache, e.gen, func(re *recEntry) uint32 { return re.gen })
+	evict(e.counts, e.cfg.CounterCache, e.gen, func(ce *countEntry) uint32 { return ce.gen })
+	e.gen++
 	n := e.pending
 	e.pending = 0
 	e.applied.Store(seq)
@@ -831,6 +822,32 @@ func (e *Engine) commit() error {
 	e.stats.Keys += uint64(nkeys)
 	e.statsMu.Unlock()
 	return nil
+}
+
+// evict trims cache m (all clean: it runs after a commit) when it holds
+// more than limit entries: first what the batch just committed did not
+// touch (gen older than cur), then whatever is left, down to 3/4 of limit.
+// The slack makes evictions, each a scan of the map, rare: one per
+// limit/4 new entries, not one per commit.
+func evict[V any](m map[string]V, limit int, cur uint32, gen func(V) uint32) {
+	if len(m) <= limit {
+		return
+	}
+	target := limit - limit/4
+	for k, v := range m {
+		if len(m) <= target {
+			return
+		}
+		if gen(v) != cur {
+			delete(m, k)
+		}
+	}
+	for k := range m {
+		if len(m) <= target {
+			return
+		}
+		delete(m, k)
+	}
 }
 
 // Close closes the state store. Run must have returned. It is idempotent.

@@ -4,12 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"sync"
 	"time"
-
-	"github.com/hashicorp/golang-lru/v2/simplelru"
 
 	"github.com/mailfunnel/mailfunnel/storage"
 )
@@ -206,8 +203,7 @@ func (e *Engine) swapState(dir string) error {
 // resetApplySide empties every apply-side cache and buffer; load fills
 // in what the store holds.
 func (e *Engine) resetApplySide() {
-	e.recs, _ = simplelru.NewLRU[string, *recEntry](math.MaxInt32, nil)
-	e.counts, _ = simplelru.NewLRU[string, *countEntry](math.MaxInt32, nil)
+	e.recs, e.counts = map[string]*recEntry{}, map[string]*countEntry{}
 	e.dirtyRecs, e.dirtyCnts, e.dirtyCamps, e.dirtyGroups = nil, nil, nil, nil
 	e.camps, e.campByID, e.nextCID = map[campKeyT]*campaign{}, map[uint32]*campaign{}, 1
 	e.groups = map[string]bool{}

@@ -64,10 +64,13 @@ func (s *recState) decode(b []byte) error {
 }
 
 func recKey(cid uint32, recipient string) string {
-	b := make([]byte, 5, 5+len(recipient))
-	b[0] = prefixRecip
-	binary.BigEndian.PutUint32(b[1:], cid)
-	return string(append(b, recipient...))
+	return string(appendRecKey(nil, cid, recipient))
+}
+
+func appendRecKey(dst []byte, cid uint32, recipient string) []byte {
+	dst = append(dst, prefixRecip)
+	dst = binary.BigEndian.AppendUint32(dst, cid)
+	return append(dst, recipient...)
 }
 
 // sortable maps an int64 to a uint64 whose big-endian bytes sort in the same
@@ -82,9 +85,13 @@ func unsortable(u uint64) int64 { return int64(u ^ 1<<63) }
 type series string
 
 func metricSeries(cid uint32, m metric) series {
-	b := []byte{prefixCount, 0, 0, 0, 0, byte(m)}
-	binary.BigEndian.PutUint32(b[1:], cid)
-	return series(b)
+	return series(appendMetricSeries(nil, cid, m))
+}
+
+func appendMetricSeries(dst []byte, cid uint32, m metric) []byte {
+	dst = append(dst, prefixCount)
+	dst = binary.BigEndian.AppendUint32(dst, cid)
+	return append(dst, byte(m))
 }
 
 // countPrefix is the key prefix of a series' counters at one level.
@@ -130,8 +137,10 @@ type subCount struct {
 // per event time. Second-precision data (SendPulse) has at most 60 offsets
 // per minute.
 type countEntry struct {
+	key    string
 	n      int64
 	detail []subCount // sorted by off; minute level only
+	gen    uint32
 	dirty  bool
 }
 

@@ -210,8 +210,6 @@ func (s *supState) decode(v []byte) error {
 	return d.err
 }
 
-func supStateKey(recipient string) string { return string(prefixSupState) + recipient }
-
 func supPubKey(recipient string) []byte {
 	return append([]byte{prefixSupPub}, recipient...)
 }
@@ -253,8 +251,8 @@ func (e *Engine) applySuppression(c *campaign, ev *event.Event, r string, t int6
 	if reason == 0 || reason == 4 && e.softCount <= 0 {
 		return nil
 	}
-	k := supStateKey(r)
-	re, err := e.recipient(k)
+	e.kbuf = append(append(e.kbuf[:0], prefixSupState), r...)
+	re, err := e.recipient(e.kbuf)
 	if err != nil {
 		return err
 	}
@@ -278,7 +276,7 @@ func (e *Engine) applySuppression(c *campaign, ev *event.Event, r string, t int6
 		if len(s.softs) > maxSoftBounces {
 			s.softs = append(s.softs[:0], s.softs[1:]...)
 		}
-		e.markDirty(re, k)
+		e.markDirty(re)
 		j := e.softWindow(s.softs)
 		if j < 0 {
 			return nil
@@ -295,7 +293,7 @@ func (e *Engine) applySuppression(c *campaign, ev *event.Event, r string, t int6
 		n++
 	}
 	s.softs = s.softs[:n]
-	e.markDirty(re, k)
+	e.markDirty(re)
 	return e.publish(r, s)
 }
 
@@ -309,13 +307,6 @@ func (e *Engine) softWindow(softs []supCause) int {
 		}
 	}
 	return -1
-}
-
-func (e *Engine) markDirty(re *recEntry, k string) {
-	if !re.dirty {
-		re.dirty = true
-		e.dirtyRecs = append(e.dirtyRecs, k)
-	}
 }
 
 // publish stages the API's record of r ('S'), or its removal when r is not
@@ -347,13 +338,13 @@ func (e *Engine) publish(r string, s *supState) error {
 
 // liftState forgets recipient r's history up to seq.
 func (e *Engine) liftState(r string, seq uint64) error {
-	k := supStateKey(r)
-	re, err := e.recipient(k)
+	e.kbuf = append(append(e.kbuf[:0], prefixSupState), r...)
+	re, err := e.recipient(e.kbuf)
 	if err != nil {
 		return err
 	}
 	re.sup = &supState{liftSeq: seq}
-	e.markDirty(re, k)
+	e.markDirty(re)
 	return e.publish(r, re.sup)
 }
 
