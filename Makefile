@@ -5,6 +5,10 @@ LDFLAGS  := -X main.Version=$(VERSION)
 BIN      := bin/mailfunnel
 FUZZTIME ?= 30s
 PKGS     := ./...
+BENCH_DURATION ?= 10s
+BENCH_ROUNDS   ?= 3
+BENCH_RESULTS  ?=
+BENCH_ARGS     ?=
 
 .DEFAULT_GOAL := help
 
@@ -26,6 +30,13 @@ test-short: ## the quick tests only
 
 bench: ## every in-package benchmark
 	$(GO) test -run='^$$' -bench=. -benchmem $(PKGS)
+
+bench-ingest: build ## mailfunnel vs a Benthos peer vs a bare Fiber ceiling, alternating (BENCH_DURATION, BENCH_ROUNDS; BENCH_RESULTS=benchmarks/RESULTS.md to record)
+	cd benchmarks/benthos && $(GO) build -o ../../bin/benthos-peer .
+	$(GO) build -o bin/ceiling ./benchmarks/cmd/ceiling
+	$(GO) build -o bin/benchingest ./benchmarks/cmd/benchingest
+	./bin/benchingest -duration $(BENCH_DURATION) -rounds $(BENCH_ROUNDS) -results '$(BENCH_RESULTS)' -commit '$(VERSION)' \
+	  -command 'make bench-ingest$(if $(BENCH_ARGS), BENCH_ARGS="$(BENCH_ARGS)")' $(BENCH_ARGS)
 
 fuzz: ## run every fuzz target for FUZZTIME each
 	@for pkg in $$($(GO) list $(PKGS)); do \
@@ -52,4 +63,4 @@ smoke: ## the contract smoke test against the built binary
 clean: ## remove build outputs (not ./data)
 	rm -rf bin
 
-.PHONY: help build run test test-short bench fuzz lint fmt tidy-check smoke clean
+.PHONY: help build run test test-short bench bench-ingest fuzz lint fmt tidy-check smoke clean

@@ -8,16 +8,19 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/mailfunnel/mailfunnel/benchmarks/ceiling"
 	"github.com/mailfunnel/mailfunnel/benchmarks/loadgen"
 	"github.com/mailfunnel/mailfunnel/engine"
 	"github.com/mailfunnel/mailfunnel/ingest"
 	"github.com/mailfunnel/mailfunnel/ingest/emblue"
 	"github.com/mailfunnel/mailfunnel/ingest/sendpulse"
+	"github.com/mailfunnel/mailfunnel/query"
 	"github.com/mailfunnel/mailfunnel/storage"
 )
 
 // startServer wires the same components as 'mailfunnel serve' (durable
-// log with fsync, engine following it, Fiber ingest) on a loopback port.
+// log with fsync, engine following it, Fiber ingest, the query API with
+// token "q") on a loopback port.
 func startServer(b *testing.B) string {
 	b.Helper()
 	log, err := storage.Open(storage.DefaultConfig(b.TempDir()))
@@ -35,8 +38,13 @@ func startServer(b *testing.B) string {
 	if err != nil {
 		b.Fatal(err)
 	}
+	api, err := query.New(query.Config{Token: "q"}, eng, log)
+	if err != nil {
+		b.Fatal(err)
+	}
 	app := fiber.New(fiber.Config{BodyLimit: 10 << 20, DisableStartupMessage: true})
 	srv.Mount(app)
+	api.Mount(app)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -53,15 +61,11 @@ func startServer(b *testing.B) string {
 }
 
 // startCeiling is the baseline: a bare Fiber server that reads the body
-// and answers 200, the most any Fiber-based ingest can do on this machine
-// with this load generator.
+// and answers 200 (package ceiling), the most any Fiber-based ingest can do
+// on this machine with this load generator.
 func startCeiling(b *testing.B) string {
 	b.Helper()
-	app := fiber.New(fiber.Config{BodyLimit: 10 << 20, DisableStartupMessage: true})
-	app.Post("/v1/webhooks/:provider", func(c *fiber.Ctx) error {
-		_ = c.Body()
-		return c.JSON(fiber.Map{"accepted": 0, "duplicates": 0})
-	})
+	app := ceiling.New(10 << 20)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -78,7 +82,10 @@ func startCeiling(b *testing.B) string {
 //	go test ./benchmarks -run '^$' -bench 'BenchmarkIngest/provider=emblue' -benchtime 20000x -count 3
 //
 // server=ceiling is the baseline of the same run: a bare Fiber handler
-// that reads the body and answers 200.
+// that reads the body and answers 200. For server=mailfunnel the freshness
+// probe runs along (fresh-p50-ms, fresh-p99-ms: time from a 200 to the
+// event counted in /v1/funnel). make bench-ingest runs the same load
+// against the built binaries and a Benthos peer.
 func BenchmarkIngest(b *testing.B) {
 	for _, tc := range []struct {
 		name string
@@ -95,6 +102,7 @@ func BenchmarkIngest(b *testing.B) {
 					cfg.Addr = startCeiling(b)
 				} else {
 					cfg.Addr = startServer(b)
+					cfg.Probe = &loadgen.Probe{APIToken: "q"}
 				}
 				cfg.Token = "t"
 				cfg.Requests = int64(b.N)
@@ -110,6 +118,10 @@ func BenchmarkIngest(b *testing.B) {
 				b.ReportMetric(res.EventsPerS, "events/s")
 				b.ReportMetric(res.ReqPerS, "req/s")
 				b.ReportMetric(float64(res.P99.Microseconds()), "p99-µs")
+				if f := res.Freshness; f != nil && f.Samples > 0 {
+					b.ReportMetric(float64(f.P50.Microseconds())/1000, "fresh-p50-ms")
+					b.ReportMetric(float64(f.P99.Microseconds())/1000, "fresh-p99-ms")
+				}
 			})
 		}
 	}

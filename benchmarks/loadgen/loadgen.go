@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -56,6 +57,10 @@ type Config struct {
 	// Seed makes the generated events reproducible; runs with different
 	// seeds generate different events.
 	Seed uint64
+	// Probe, if set, measures freshness while the load runs: how long an
+	// acknowledged event takes to show in GET /v1/funnel. Nil: no probe
+	// (for servers without the query API, such as the ceiling).
+	Probe *Probe
 }
 
 func (c *Config) fill() {
@@ -98,13 +103,30 @@ type Result struct {
 	P99        time.Duration `json:"p99"`
 	P999       time.Duration `json:"p999"`
 	Max        time.Duration `json:"max"`
+	// Freshness is the probe's result when Config.Probe is set.
+	Freshness *ProbeResult `json:"freshness,omitempty"`
 }
 
 func (r Result) String() string {
-	return fmt.Sprintf("%d requests, %d events in %v: %.0f events/s, %.0f req/s, p50 %v p99 %v p99.9 %v max %v, non-2xx %d, errors %d",
+	s := fmt.Sprintf("%d requests, %d events in %v: %.0f events/s, %.0f req/s, p50 %v p99 %v p99.9 %v max %v, non-2xx %d, errors %d",
 		r.Requests, r.Events, r.Elapsed.Round(time.Millisecond), r.EventsPerS, r.ReqPerS,
 		r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.P999.Round(time.Microsecond), r.Max.Round(time.Microsecond),
 		r.Non2xx, r.Errors)
+	if r.Freshness != nil {
+		s += "; freshness " + r.Freshness.String()
+	}
+	return s
+}
+
+// Quantile returns the nearest-rank q-quantile (0 < q <= 1) of sorted: the
+// smallest value with at least q of the values at or below it. Zero for no
+// values.
+func Quantile(sorted []time.Duration, q float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(q*float64(len(sorted)))) - 1
+	return sorted[max(0, min(len(sorted)-1, i))]
 }
 
 // Run generates load until the duration or request count is reached, or
@@ -117,11 +139,24 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.Mode != SendPulse && cfg.Mode != EmBlue {
 		return Result{}, fmt.Errorf("loadgen: unknown mode %q", cfg.Mode)
 	}
+	if cfg.Probe != nil {
+		if err := cfg.Probe.fill(cfg.Mode); err != nil {
+			return Result{}, err
+		}
+	}
 	client := &fasthttp.HostClient{Addr: cfg.Addr, MaxConns: cfg.Connections, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
 	if cfg.Duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
 		defer cancel()
+	}
+	// The probe stops taking new samples when the load stops (ctx ends or
+	// the request count is reached).
+	probeCtx, stopProbe := context.WithCancel(ctx)
+	defer stopProbe()
+	probeDone := make(chan ProbeResult, 1)
+	if cfg.Probe != nil {
+		go func() { probeDone <- runProbe(probeCtx, &cfg) }()
 	}
 	var sent atomic.Int64
 	var seq atomic.Uint64 // unique event numbers across workers
@@ -176,12 +211,14 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	res.Elapsed = time.Since(start)
 	all := slices.Concat(lat...)
 	slices.Sort(all)
-	if len(all) > 0 {
-		q := func(p float64) time.Duration { return all[min(len(all)-1, int(p*float64(len(all))))] }
-		res.P50, res.P99, res.P999, res.Max = q(0.5), q(0.99), q(0.999), all[len(all)-1]
-	}
+	res.P50, res.P99, res.P999, res.Max = Quantile(all, 0.5), Quantile(all, 0.99), Quantile(all, 0.999), Quantile(all, 1)
 	res.EventsPerS = float64(res.Events) / res.Elapsed.Seconds()
 	res.ReqPerS = float64(res.Requests) / res.Elapsed.Seconds()
+	if cfg.Probe != nil {
+		stopProbe()
+		pr := <-probeDone
+		res.Freshness = &pr
+	}
 	return res, nil
 }
 

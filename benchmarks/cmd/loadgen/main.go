@@ -30,8 +30,15 @@ func main() {
 	flag.IntVar(&cfg.Campaigns, "campaigns", 20, "distinct campaigns")
 	flag.IntVar(&cfg.Recipients, "recipients", 100000, "distinct recipients")
 	flag.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	var probe loadgen.Probe
+	flag.StringVar(&probe.APIToken, "api-token", "", "query API token: if set, probe freshness (ack to visible in /v1/funnel) during the load")
+	flag.StringVar(&probe.Source, "probe-source", "", "source of the probe's funnel queries (default: the mode's provider name)")
+	flag.DurationVar(&probe.Every, "probe-every", 100*time.Millisecond, "interval between freshness probes")
 	flag.Parse()
 	cfg.Mode = loadgen.Mode(mode)
+	if probe.APIToken != "" {
+		cfg.Probe = &probe
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	res, err := loadgen.Run(ctx, cfg)
