@@ -93,14 +93,16 @@ func (e *Engine) sketchAdd(cid uint32, m metric, t int64, r string) error {
 	return nil
 }
 
-// sketchesDue reports whether this commit should write the sketches.
+// sketchesDue reports whether this commit should write the sketches. Bulk
+// commits are rare and large: they always do.
 func (e *Engine) sketchesDue() bool {
-	return len(e.dirtySketches) > 0 && (time.Since(e.sketchFlushed) >= sketchFlushEvery || len(e.sketches) > 2*sketchCache)
+	return len(e.dirtySketches) > 0 && e.cfg.Bulk ||
+		len(e.dirtySketches) > 0 && (time.Since(e.sketchFlushed) >= sketchFlushEvery || len(e.sketches) > 2*sketchCache)
 }
 
 // stageSketches writes every dirty sketch and the sequence they are
 // complete to.
-func (e *Engine) stageSketches(txn *badger.Txn, seq uint64) error {
+func (e *Engine) stageSketches(txn writer, seq uint64) error {
 	for _, k := range e.dirtySketches {
 		v, err := e.sketches[k].hll.MarshalBinary()
 		if err != nil {
@@ -156,7 +158,7 @@ func (e *Engine) recoverSketches() error {
 	}
 	txn := e.db.NewTransaction(true)
 	defer txn.Discard()
-	if err := e.stageSketches(txn, applied); err != nil {
+	if err := e.stageSketches(atomicTxn{txn}, applied); err != nil {
 		return err
 	}
 	if err := txn.Commit(); err != nil {
@@ -221,7 +223,7 @@ func (e *Engine) flushSketches() error {
 	seq := e.applied.Load()
 	txn := e.db.NewTransaction(true)
 	defer txn.Discard()
-	if err := e.stageSketches(txn, seq); err != nil {
+	if err := e.stageSketches(atomicTxn{txn}, seq); err != nil {
 		return err
 	}
 	if err := txn.Commit(); err != nil {

@@ -65,9 +65,19 @@ type Config struct {
 	// posts arrive unordered, neither of which is late. The state depends
 	// on it: rebuild with the same value.
 	AllowedLateness time.Duration
+	// Bulk is for building a state store from scratch (rebuild, replay),
+	// which nobody reads until it is complete and a crash discards: state
+	// is committed in large write batches that Badger splits and writes
+	// concurrently, not in one atomic transaction per batch, and batches
+	// default to BulkBatchEvents. Hot keys are written once per larger
+	// batch, and applying overlaps writing.
+	Bulk bool
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
+
+// BulkBatchEvents is the default BatchEvents in bulk mode.
+const BulkBatchEvents = 250_000
 
 // DefaultConfig returns the defaults for dir.
 func DefaultConfig(dir string) Config {
@@ -91,8 +101,15 @@ func (c Config) Validate() error {
 }
 
 // maxDirty bounds the keys written by one state transaction, well below
-// Badger's per-transaction limit for the memtable size used.
-const maxDirty = 60_000
+// Badger's per-transaction limit for the memtable size used; in bulk mode
+// (write batches have no such limit) it bounds the memory held by dirty
+// entries.
+func (e *Engine) maxDirty() int {
+	if e.cfg.Bulk {
+		return 1_500_000
+	}
+	return 60_000
+}
 
 // Engine applies the log to the state store. Run drives it; the query
 // methods (Funnel, Campaigns, ...) may be called concurrently with Run and
@@ -241,6 +258,9 @@ func Open(cfg Config, src Log) (*Engine, error) {
 	}
 	if cfg.BatchEvents == 0 {
 		cfg.BatchEvents = d.BatchEvents
+		if cfg.Bulk {
+			cfg.BatchEvents = BulkBatchEvents
+		}
 	}
 	if cfg.CommitInterval == 0 {
 		cfg.CommitInterval = d.CommitInterval
@@ -464,7 +484,7 @@ func (e *Engine) CatchUp(ctx context.Context, progress func(applied uint64)) err
 			if err := e.apply(ev); err != nil {
 				return err
 			}
-			if e.pending >= e.cfg.BatchEvents || len(e.dirtyRecs)+len(e.dirtyCnts) >= maxDirty {
+			if e.pending >= e.cfg.BatchEvents || len(e.dirtyRecs)+len(e.dirtyCnts) >= e.maxDirty() {
 				if err := e.commit(); err != nil {
 					return err
 				}
@@ -711,8 +731,16 @@ func (e *Engine) commit() error {
 	if e.pending > 0 {
 		seq = e.pendSeq
 	}
-	txn := e.db.NewTransaction(true)
-	defer txn.Discard()
+	var txn writer
+	if e.cfg.Bulk {
+		wb := e.db.NewWriteBatch()
+		defer wb.Cancel()
+		txn = bulkBatch{wb}
+	} else {
+		t := e.db.NewTransaction(true)
+		defer t.Discard()
+		txn = atomicTxn{t}
+	}
 	for _, re := range e.dirtyRecs {
 		v := re.encode(re.key, nil)
 		if err := txn.Set([]byte(re.key), v); err != nil {
@@ -780,7 +808,7 @@ func (e *Engine) commit() error {
 	if err := txn.Set([]byte{keyCheckpoint}, cp); err != nil {
 		return err
 	}
-	if err := txn.Commit(); err != nil {
+	if err := txn.commit(); err != nil {
 		return fmt.Errorf("commit engine state at seq %d: %w", seq, err)
 	}
 	if e.rtxn != nil {
@@ -823,6 +851,23 @@ func (e *Engine) commit() error {
 	e.statsMu.Unlock()
 	return nil
 }
+
+// writer is what commit writes through: a transaction (atomic: state and
+// checkpoint together), or in bulk mode a write batch (split into as many
+// transactions as needed, committed concurrently with the staging).
+type writer interface {
+	Set(k, v []byte) error
+	Delete(k []byte) error
+	commit() error
+}
+
+type atomicTxn struct{ *badger.Txn }
+
+func (t atomicTxn) commit() error { return t.Commit() }
+
+type bulkBatch struct{ *badger.WriteBatch }
+
+func (b bulkBatch) commit() error { return b.Flush() }
 
 // evict trims cache m (all clean: it runs after a commit) when it holds
 // more than limit entries: first what the batch just committed did not

@@ -60,7 +60,9 @@ func BenchmarkEngine_Rebuild(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		b.StopTimer()
-		eng, err := engine.Open(engine.DefaultConfig(b.TempDir()), log)
+		cfg := engine.DefaultConfig(b.TempDir())
+		cfg.Bulk, cfg.BatchEvents = true, engine.BulkBatchEvents
+		eng, err := engine.Open(cfg, log)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -117,6 +117,7 @@ func (e *Engine) runReplay(ctx context.Context) error {
 	}
 	cfg := e.cfg
 	cfg.Dir = next
+	cfg.Bulk = true
 	cfg.Logger = e.log.With("component", "replay")
 	ne, err := Open(cfg, e.src)
 	if err != nil {

@@ -104,7 +104,7 @@ func (e *Engine) loadMarks(txn *badger.Txn) error {
 	return nil
 }
 
-func (e *Engine) stageMarks(txn *badger.Txn) error {
+func (e *Engine) stageMarks(txn writer) error {
 	for _, s := range e.dirtyMarks {
 		if err := txn.Set(markKey(s), e.marks[s].encode()); err != nil {
 			return fmt.Errorf("stage watermark: %w", err)

@@ -67,6 +67,8 @@ func (r *RebuildCommand) Run(ctx context.Context, args []string) error {
 		}
 	}
 	ecfg := engine.DefaultConfig(next)
+	ecfg.Bulk = true
+	ecfg.BatchEvents = engine.BulkBatchEvents
 	if err := r.rules.apply(&ecfg); err != nil {
 		return err
 	}
