@@ -1,6 +1,14 @@
 // Package engine follows the storage log and keeps mailfunnel's aggregates
 // current: per-campaign funnels with exact distinct-recipient counts, event
-// counts in event-time buckets, and the campaign catalogue.
+// counts in event-time windows with watermarks and late-event revisions
+// (watermark.go), distinct recipients per window (distinct.go), bounce
+// groups, per-domain deliverability, suppressions, and the campaign
+// catalogue. It can re-derive all of it from the log while serving
+// (replay.go).
+//
+// Its contract: it reads the log (storage) and its own state store, and
+// nothing else; the query and export packages read it through its exported
+// methods, which answer from committed state only.
 //
 // # Funnel semantics (the contract)
 //
@@ -27,7 +35,9 @@
 // State lives in its own Badger database (the state store), apart from the
 // log. The engine applies events in log order in batches, and writes each
 // batch's dirty state together with the checkpoint (the last applied
-// sequence) in one Badger transaction. After a crash at any point the state
+// sequence) in one Badger transaction. The one exception is the
+// distinct-recipient sketches, which are idempotent and written at most
+// once a second with their own sequence (distinct.go). After a crash at any point the state
 // store holds exactly the effect of the events up to its checkpoint, and the
 // engine resumes from there: nothing is lost or counted twice. Given the same
 // log, the state is a deterministic function of it, so a rebuild produces the
@@ -39,13 +49,15 @@
 //	'k' source 0 campaign 0 account            -> uint32 BE campaign id
 //	'K' uint32 BE id                           -> campaign record (JSON)
 //	'r' uint32 BE id + normalized recipient    -> recipient state: reached mask + earliest times
-//	'n' uint32 BE id, metric, level, bucket    -> int64 count (level 'T' total, 'm' minute, 'u' microsecond)
+//	'n' uint32 BE id, metric, level, bucket    -> count (level 'T' total, 'm' minute with sub-minute detail)
+//	'w' source                                 -> watermark: newest event time, late events (watermark.go)
+//	'h' id, metric, minute; 'H'                -> HyperLogLog sketches and their sequence (distinct.go)
 //	'G' 'g' 'b'                                -> bounce groups (bounces.go)
 //	'D' 'd', and 'r' with id 0                 -> per-domain deliverability (domains.go)
 //	's' 'S' 'L'                                -> suppressions and the lift journal (suppression.go)
 //
-// The minute and microsecond levels let a range query be answered exactly
-// from whole minutes plus the microsecond keys of its two partial edge
-// minutes. Per-recipient state is read through a bounded write-back cache,
+// The minute level with its sub-minute detail lets a range query be
+// answered exactly from whole minutes plus the detail of its two partial
+// edge minutes. Per-recipient state is read through a bounded write-back cache,
 // so memory does not grow with the number of recipients.
 package engine
