@@ -411,6 +411,38 @@ func checkFunnels(t *testing.T, srv *server, events []genEvent) {
 				got[k] = v
 			}
 			require.Equal(t, expectedFunnel(events, c[0], c[1], c[2], r[0], r[1]), got, q)
+
+			// The campaign's time series over the same range.
+			q = strings.Replace(q, "/v1/funnel?", "/v1/timeseries?window=5m&", 1)
+			var ts struct {
+				Points []struct {
+					Start  time.Time        `json:"start"`
+					Counts map[string]int64 `json:"counts"`
+				} `json:"points"`
+			}
+			require.Equal(t, 200, srv.get(t, q, &ts), q)
+			gotTS := map[time.Time]map[string]int64{}
+			for _, p := range ts.Points {
+				gotTS[p.Start.UTC()] = p.Counts
+			}
+			require.Equal(t, expectedSeries(events, c, 5*time.Minute, r[0], r[1]), gotTS, q)
 		}
 	}
+}
+
+// expectedSeries counts a campaign's events per type in windows of w.
+func expectedSeries(events []genEvent, c [3]string, w time.Duration, from, to time.Time) map[time.Time]map[string]int64 {
+	out := map[time.Time]map[string]int64{}
+	for _, e := range events {
+		if e.provider != c[0] || e.account != c[1] || e.campaign != c[2] ||
+			!from.IsZero() && e.t.Before(from) || !to.IsZero() && !e.t.Before(to) {
+			continue
+		}
+		start := e.t.UTC().Truncate(w)
+		if out[start] == nil {
+			out[start] = map[string]int64{}
+		}
+		out[start][e.typ]++
+	}
+	return out
 }
