@@ -213,6 +213,10 @@ func OpenBadgerOptions(dir string, o BadgerOptions, logger *slog.Logger) (*badge
 		WithIndexCacheSize(32 << 20).
 		WithCompression(comp).
 		WithMemTableSize(int64(o.MemTableMB) << 20).
+		// Each memtable is an arena allocated whole: Badger's default of 5
+		// lets one database hold 5 x MemTableMB while flushes lag. Three
+		// keep a flush in flight without doubling the footprint.
+		WithNumMemtables(3).
 		WithMetricsEnabled(false)
 	db, err := badger.Open(opts)
 	if err != nil {
