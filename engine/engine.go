@@ -77,7 +77,7 @@ type Config struct {
 }
 
 // BulkBatchEvents is the default BatchEvents in bulk mode.
-const BulkBatchEvents = 250_000
+const BulkBatchEvents = 100_000
 
 // DefaultConfig returns the defaults for dir.
 func DefaultConfig(dir string) Config {
@@ -106,7 +106,7 @@ func (c Config) Validate() error {
 // entries.
 func (e *Engine) maxDirty() int {
 	if e.cfg.Bulk {
-		return 1_500_000
+		return 500_000
 	}
 	return 60_000
 }

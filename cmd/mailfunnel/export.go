@@ -41,6 +41,7 @@ func (x *ExportCommand) Run(ctx context.Context, args []string) error {
 	if err := parseFlags(fs, args, x.main.Getenv); err != nil {
 		return err
 	}
+	x.data.applyMemoryLimit(x.main.Getenv)
 	log, err := storage.Open(storage.DefaultConfig(x.data.logDir()))
 	if errors.Is(err, storage.ErrLocked) {
 		return x.viaServer(ctx)

@@ -33,6 +33,7 @@ func (r *RebuildCommand) Run(ctx context.Context, args []string) error {
 	if err := parseFlags(fs, args, r.main.Getenv); err != nil {
 		return err
 	}
+	r.data.applyMemoryLimit(r.main.Getenv)
 	log, err := storage.Open(storage.DefaultConfig(r.data.logDir()))
 	if errors.Is(err, storage.ErrLocked) {
 		return fmt.Errorf("%w: stop 'mailfunnel serve' on %s before rebuilding (the server owns the state it would rebuild)", err, r.data.dir)

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -58,9 +59,21 @@ type dataFlags struct {
 	dir            string
 	exportDir      string
 	exportInterval time.Duration
+	memoryMB       int
+}
+
+// applyMemoryLimit sets the Go heap's soft limit from --memory-limit-mb,
+// unless GOMEMLIMIT is set. Without one, the heap may grow to twice its
+// live size before a collection; with it, the GC works harder instead
+// when the process nears the limit (it never fails an allocation).
+func (d *dataFlags) applyMemoryLimit(getenv func(string) string) {
+	if d.memoryMB > 0 && getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(int64(d.memoryMB) << 20)
+	}
 }
 
 func (d *dataFlags) register(fs *flag.FlagSet) {
+	fs.IntVar(&d.memoryMB, "memory-limit-mb", 768, "soft limit of the Go heap in MiB (GOMEMLIMIT wins; 0: none); caches and Badger come on top of the state it bounds")
 	fs.StringVar(&d.dir, "data", "./data", "directory for the event log, engine state, tokens and default exports")
 	fs.StringVar(&d.exportDir, "export-dir", "", "where Parquet exports go (default <data>/exports)")
 }
@@ -168,6 +181,7 @@ func (s *ServeCommand) Run(ctx context.Context, args []string) error {
 	if err := parseFlags(fs, args, s.main.Getenv); err != nil {
 		return err
 	}
+	s.data.applyMemoryLimit(s.main.Getenv)
 	logger, err := newLogger(s.main.Stderr, s.logLevel, s.logFormat)
 	if err != nil {
 		return err
