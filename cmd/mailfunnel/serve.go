@@ -73,7 +73,7 @@ func (d *dataFlags) applyMemoryLimit(getenv func(string) string) {
 }
 
 func (d *dataFlags) register(fs *flag.FlagSet) {
-	fs.IntVar(&d.memoryMB, "memory-limit-mb", 768, "soft limit of the Go heap in MiB (GOMEMLIMIT wins; 0: none); caches and Badger come on top of the state it bounds")
+	fs.IntVar(&d.memoryMB, "memory-limit-mb", 0, "soft limit of the Go heap in MiB, for memory-tight machines: the GC works harder near it (GOMEMLIMIT wins; 0: none)")
 	fs.StringVar(&d.dir, "data", "./data", "directory for the event log, engine state, tokens and default exports")
 	fs.StringVar(&d.exportDir, "export-dir", "", "where Parquet exports go (default <data>/exports)")
 }
