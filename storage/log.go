@@ -125,7 +125,8 @@ type Log struct {
 	stop chan struct{}
 	wg   sync.WaitGroup
 
-	lastSeq atomic.Uint64
+	lastSeq atomic.Uint64 // newest durable sequence: what readers see
+	nextSeq uint64        // next sequence to assign; owned by commitLoop
 	trimmed atomic.Uint64 // last sequence removed by Trim
 	trimMu  sync.Mutex
 	changed atomic.Pointer[chan struct{}]
