@@ -48,6 +48,10 @@
 //  3. append the files to the manifest (fsynced);
 //  4. advance c to i.
 //
+// A run reads the events of the next step while it writes the current
+// one; reading writes nothing, so the next step's intent is still recorded
+// only once the current step's checkpoint has moved.
+//
 // A crash before 4 leaves c < i, and the redo covers exactly the same range
 // from the immutable log, so it produces the same partitions and the same
 // file names: renaming over a file already in place replaces it with an

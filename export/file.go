@@ -3,6 +3,7 @@ package export
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -25,12 +26,24 @@ func isTemp(name string) bool {
 	return strings.HasPrefix(name, tempPrefix) && strings.HasSuffix(name, tempSuffix)
 }
 
-// writeFile writes rows to dir/name atomically: to a temp name in the same
-// directory, then the writer is closed (which writes the footer), the file
-// fsynced, renamed into place and the directory fsynced. On any error the
-// temp file is removed and nothing appears under name. It returns the size
-// of the file.
-func writeFile[T any](dir, name string, rows []T, opts []parquet.WriterOption) (size int64, err error) {
+// writeFile writes rows to dir/name atomically with a new writer of opts
+// (see writeAtomic). It returns the size of the file.
+func writeFile[T any](dir, name string, rows []T, opts []parquet.WriterOption) (int64, error) {
+	return writeAtomic(dir, name, func(f io.Writer) error {
+		w := parquet.NewGenericWriter[T](f, opts...)
+		if _, err := w.Write(rows); err != nil {
+			return err
+		}
+		return w.Close()
+	})
+}
+
+// writeAtomic writes dir/name atomically: write writes the whole file (a
+// Parquet writer must be closed in it, which writes the footer) to a temp
+// name in the same directory, then the file is fsynced, renamed into place
+// and the directory fsynced. On any error the temp file is removed and
+// nothing appears under name. It returns the size of the file.
+func writeAtomic(dir, name string, write func(io.Writer) error) (size int64, err error) {
 	tmp := filepath.Join(dir, tempName(name))
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
 	if err != nil {
@@ -42,12 +55,8 @@ func writeFile[T any](dir, name string, rows []T, opts []parquet.WriterOption) (
 			os.Remove(tmp)
 		}
 	}()
-	w := parquet.NewGenericWriter[T](f, opts...)
-	if _, err := w.Write(rows); err != nil {
+	if err := write(f); err != nil {
 		return 0, fmt.Errorf("write %q: %w", tmp, err)
-	}
-	if err := w.Close(); err != nil {
-		return 0, fmt.Errorf("close parquet writer %q: %w", tmp, err)
 	}
 	if err := f.Sync(); err != nil {
 		return 0, fmt.Errorf("sync %q: %w", tmp, err)

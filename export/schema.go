@@ -1,9 +1,5 @@
 package export
 
-import (
-	"github.com/mailfunnel/mailfunnel/event"
-)
-
 // SchemaVersion is the version of the exported Parquet schemas. It is written
 // as the key-value metadata entry SchemaVersionKey of every file and as the
 // schema_version column of every row. Schema changes are additive only (new
@@ -51,36 +47,6 @@ type EventRow struct {
 	Sender          string `parquet:"sender,dict"`
 	SendType        string `parquet:"send_type,dict"`
 	SchemaVersion   int32  `parquet:"schema_version,dict"`
-}
-
-// rowOf converts an event to its row. The event's strings are kept, not
-// copied: storage.Log's ReadFrom hands out strings that do not alias its
-// buffers, only the Event struct itself is reused.
-func rowOf(e *event.Event) EventRow {
-	return EventRow{
-		Seq:             int64(e.Seq),
-		Source:          e.Source,
-		Provider:        e.Provider,
-		ProviderEvent:   e.ProviderEvent,
-		Account:         e.Account,
-		Campaign:        e.Campaign,
-		MessageID:       e.MessageID,
-		Recipient:       e.Recipient,
-		RecipientDomain: e.RecipientDomain,
-		Type:            e.Type.String(),
-		EventTime:       e.EventTime.UnixMicro(),
-		ReceivedTime:    e.ReceivedTime.UnixMicro(),
-		SMTPCode:        e.SMTPCode,
-		SMTPStatus:      e.SMTPStatus,
-		SMTPResponse:    e.SMTPResponse,
-		BounceClass:     e.BounceClass,
-		BounceReason:    e.BounceReason,
-		URL:             e.URL,
-		Subject:         e.Subject,
-		Sender:          e.Sender,
-		SendType:        e.SendType,
-		SchemaVersion:   SchemaVersion,
-	}
 }
 
 // WindowRow is one event-time window of one campaign and event type, from

@@ -121,6 +121,14 @@ func TestSparkRules(t *testing.T) {
 				}
 				// Sorting columns recorded for readers that use them.
 				require.NotEmpty(t, md.RowGroups[0].SortingColumns)
+				// Page statistics are in the column index (not in the page
+				// headers): one min/max per page of every column chunk.
+				cis := pf.ColumnIndexes()
+				require.Len(t, cis, len(md.RowGroups)*len(md.RowGroups[0].Columns))
+				for i, ci := range cis {
+					require.NotEmpty(t, ci.MinValues, "column index %d", i)
+					require.Len(t, ci.MaxValues, len(ci.MinValues), "column index %d", i)
+				}
 			}
 		})
 	}
