@@ -68,8 +68,8 @@ type Config struct {
 	// Bulk is for building a state store from scratch (rebuild, replay),
 	// which nobody reads until it is complete and a crash discards: state
 	// is committed in large write batches that Badger splits and writes
-	// concurrently, not in one atomic transaction per batch, and batches
-	// default to BulkBatchEvents. Hot keys are written once per larger
+	// concurrently, not in one atomic transaction per batch (see ForBulk
+	// for the batch size that goes with it). Hot keys are written once per larger
 	// batch, and applying overlaps writing.
 	Bulk bool
 	// Logger; nil discards.
@@ -78,6 +78,13 @@ type Config struct {
 
 // BulkBatchEvents is the default BatchEvents in bulk mode.
 const BulkBatchEvents = 100_000
+
+// ForBulk returns c for building a new state store in dir in bulk mode,
+// with bulk-sized batches, as rebuild and replay do.
+func (c Config) ForBulk(dir string) Config {
+	c.Dir, c.Bulk, c.BatchEvents = dir, true, BulkBatchEvents
+	return c
+}
 
 // DefaultConfig returns the defaults for dir.
 func DefaultConfig(dir string) Config {
@@ -258,9 +265,6 @@ func Open(cfg Config, src Log) (*Engine, error) {
 	}
 	if cfg.BatchEvents == 0 {
 		cfg.BatchEvents = d.BatchEvents
-		if cfg.Bulk {
-			cfg.BatchEvents = BulkBatchEvents
-		}
 	}
 	if cfg.CommitInterval == 0 {
 		cfg.CommitInterval = d.CommitInterval
@@ -284,11 +288,9 @@ func Open(cfg Config, src Log) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{cfg: cfg, db: db, log: cfg.Logger, src: src,
-		camps: map[campKeyT]*campaign{}, campByID: map[uint32]*campaign{}, nextCID: 1, groups: map[string]bool{},
-		dirtySup: map[string][]byte{}, softCount: cfg.SuppressSoftCount, softWindowUS: cfg.SuppressSoftWindow.Microseconds(),
-		sketches: map[sketchKey]*sketchEntry{}, marks: map[string]*sourceMark{}, latenessUS: cfg.AllowedLateness.Microseconds()}
-	e.recs, e.counts = map[string]*recEntry{}, map[string]*countEntry{}
+	e := &Engine{cfg: cfg, db: db, log: cfg.Logger, src: src, softCount: cfg.SuppressSoftCount,
+		softWindowUS: cfg.SuppressSoftWindow.Microseconds(), latenessUS: cfg.AllowedLateness.Microseconds()}
+	e.resetApplySide()
 	ch := make(chan struct{})
 	e.appliedCh.Store(&ch)
 	if err := e.load(); err != nil {
@@ -303,6 +305,21 @@ func Open(cfg Config, src Log) (*Engine, error) {
 		return nil, err
 	}
 	return e, nil
+}
+
+// resetApplySide empties every apply-side cache and buffer; load fills
+// in what the store holds. Open starts from it, and a replay's swap.
+func (e *Engine) resetApplySide() {
+	e.recs, e.counts = map[string]*recEntry{}, map[string]*countEntry{}
+	e.dirtyRecs, e.dirtyCnts, e.dirtyCamps, e.dirtyGroups = nil, nil, nil, nil
+	e.camps, e.campByID, e.nextCID = map[campKeyT]*campaign{}, map[uint32]*campaign{}, 1
+	e.groups = map[string]bool{}
+	e.dirtySup = map[string][]byte{}
+	e.journal, e.liftQ = nil, nil
+	e.sketches, e.dirtySketches, e.sketchSeq = map[sketchKey]*sketchEntry{}, nil, 0
+	e.marks, e.dirtyMarks = map[string]*sourceMark{}, nil
+	e.fresh, e.written, e.writtenN = false, nil, 0
+	e.pending, e.pendSeq = 0, 0
 }
 
 // freshKeys sizes the fresh-store filter: 20M keys at 1% false positives

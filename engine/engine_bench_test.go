@@ -60,9 +60,8 @@ func BenchmarkEngine_Rebuild(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		b.StopTimer()
-		cfg := engine.DefaultConfig(b.TempDir())
-		cfg.Bulk, cfg.BatchEvents = true, engine.BulkBatchEvents
-		eng, err := engine.Open(cfg, log)
+		dir := b.TempDir()
+		eng, err := engine.Open(engine.DefaultConfig(dir).ForBulk(dir), log)
 		if err != nil {
 			b.Fatal(err)
 		}

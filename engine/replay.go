@@ -115,9 +115,7 @@ func (e *Engine) runReplay(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cfg := e.cfg
-	cfg.Dir = next
-	cfg.Bulk = true
+	cfg := e.cfg.ForBulk(next)
 	cfg.Logger = e.log.With("component", "replay")
 	ne, err := Open(cfg, e.src)
 	if err != nil {
@@ -199,19 +197,4 @@ func (e *Engine) swapState(dir string) error {
 	ch := make(chan struct{})
 	close(*e.appliedCh.Swap(&ch))
 	return nil
-}
-
-// resetApplySide empties every apply-side cache and buffer; load fills
-// in what the store holds.
-func (e *Engine) resetApplySide() {
-	e.recs, e.counts = map[string]*recEntry{}, map[string]*countEntry{}
-	e.dirtyRecs, e.dirtyCnts, e.dirtyCamps, e.dirtyGroups = nil, nil, nil, nil
-	e.camps, e.campByID, e.nextCID = map[campKeyT]*campaign{}, map[uint32]*campaign{}, 1
-	e.groups = map[string]bool{}
-	e.dirtySup = map[string][]byte{}
-	e.journal, e.liftQ = nil, nil
-	e.sketches, e.dirtySketches, e.sketchSeq = map[sketchKey]*sketchEntry{}, nil, 0
-	e.marks, e.dirtyMarks = map[string]*sourceMark{}, nil
-	e.fresh, e.written, e.writtenN = false, nil, 0
-	e.pending, e.pendSeq = 0, 0
 }

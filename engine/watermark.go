@@ -2,6 +2,7 @@ package engine
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -175,7 +176,7 @@ func (e *Engine) LateEvents() map[string]int64 {
 // sourceWatermark reads source's committed watermark within txn.
 func (e *Engine) sourceWatermark(txn *badger.Txn, source string) (int64, error) {
 	item, err := txn.Get(markKey(source))
-	if err == badger.ErrKeyNotFound {
+	if errors.Is(err, badger.ErrKeyNotFound) {
 		return math.MinInt64, nil
 	}
 	if err != nil {

@@ -65,6 +65,22 @@ func (l *Log) ReadFrom(ctx context.Context, from uint64, fn func(*event.Event) e
 
 // decodeEntry decodes one log entry and calls fn for its events >= from.
 func decodeEntry(first uint64, v []byte, from uint64, e *event.Event, fn func(*event.Event) error) error {
+	return walkEntry(first, v, func(seq uint64, _ bool, raw []byte) error {
+		if seq < from {
+			return nil
+		}
+		if _, err := event.Decode(raw, e); err != nil {
+			return fmt.Errorf("log entry at seq %d: %w", seq, err)
+		}
+		e.Seq = seq
+		return fn(e)
+	})
+}
+
+// walkEntry calls fn with the sequence and encoded bytes of each event of
+// a log entry (a count, then each event length-prefixed); last marks the
+// entry's last event.
+func walkEntry(first uint64, v []byte, fn func(seq uint64, last bool, raw []byte) error) error {
 	n, k := binary.Uvarint(v)
 	if k <= 0 {
 		return fmt.Errorf("log entry at seq %d: %w", first, errCorruptEntry)
@@ -76,15 +92,8 @@ func decodeEntry(first uint64, v []byte, from uint64, e *event.Event, fn func(*e
 			return fmt.Errorf("log entry at seq %d, event %d: %w", first, i, errCorruptEntry)
 		}
 		p += k
-		seq := first + i
-		if seq >= from {
-			if _, err := event.Decode(v[p:p+int(l)], e); err != nil {
-				return fmt.Errorf("log entry at seq %d: %w", seq, err)
-			}
-			e.Seq = seq
-			if err := fn(e); err != nil {
-				return err
-			}
+		if err := fn(first+i, i == n-1, v[p:p+int(l)]); err != nil {
+			return err
 		}
 		p += int(l)
 	}

@@ -116,23 +116,19 @@ const trimBatch = 5_000
 // lastEvent decodes the last event of an entry into e and returns its
 // sequence.
 func lastEvent(first uint64, v []byte, e *event.Event) (uint64, error) {
-	n, k := binary.Uvarint(v)
-	if k <= 0 || n == 0 {
-		return 0, fmt.Errorf("log entry at seq %d: %w", first, errCorruptEntry)
-	}
-	p := k
-	for i := uint64(0); i < n; i++ {
-		ln, k := binary.Uvarint(v[p:])
-		if k <= 0 || ln > uint64(len(v)-p-k) {
-			return 0, fmt.Errorf("log entry at seq %d, event %d: %w", first, i, errCorruptEntry)
+	var seq uint64
+	err := walkEntry(first, v, func(s uint64, last bool, raw []byte) error {
+		if !last {
+			return nil
 		}
-		p += k
-		if i == n-1 {
-			if _, err := event.Decode(v[p:p+int(ln)], e); err != nil {
-				return 0, fmt.Errorf("log entry at seq %d: %w", first+i, err)
-			}
+		seq = s
+		if _, err := event.Decode(raw, e); err != nil {
+			return fmt.Errorf("log entry at seq %d: %w", s, err)
 		}
-		p += int(ln)
+		return nil
+	})
+	if err == nil && seq == 0 {
+		err = fmt.Errorf("empty log entry at seq %d: %w", first, errCorruptEntry)
 	}
-	return first + n - 1, nil
+	return seq, err
 }

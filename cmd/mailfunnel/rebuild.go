@@ -67,9 +67,7 @@ func (r *RebuildCommand) Run(ctx context.Context, args []string) error {
 			return fmt.Errorf("read lift journal: %w", err)
 		}
 	}
-	ecfg := engine.DefaultConfig(next)
-	ecfg.Bulk = true
-	ecfg.BatchEvents = engine.BulkBatchEvents
+	ecfg := engine.DefaultConfig(next).ForBulk(next)
 	if err := r.rules.apply(&ecfg); err != nil {
 		return err
 	}
