@@ -127,6 +127,7 @@ type Log struct {
 
 	lastSeq atomic.Uint64 // newest durable sequence: what readers see
 	nextSeq uint64        // next sequence to assign; owned by commitLoop
+	spare   spareTxns     // owned by commitLoop
 	trimmed atomic.Uint64 // last sequence removed by Trim
 	trimMu  sync.Mutex
 	changed atomic.Pointer[chan struct{}]
