@@ -153,7 +153,9 @@ func Classify(ev *event.Event) (class, reason string) {
 // applyBounce counts a bounce event in its groups.
 // r is the event's classification. The class dimension's first-reach
 // moves are mirrored in the recipient domain's class series.
-func (e *Engine) applyBounce(cid uint32, ev *event.Event, recipient string, t int64, r *bounce.Result) error {
+// global and recip select the parts of the effect to apply (see apply):
+// the event counts and registry, and the recipient's first bounces.
+func (e *Engine) applyBounce(cid uint32, ev *event.Event, recipient string, t int64, r *bounce.Result, global, recip bool) error {
 	status := r.Status
 	if status == "" {
 		status = "none"
@@ -165,7 +167,7 @@ func (e *Engine) applyBounce(cid uint32, ev *event.Event, recipient string, t in
 	keys := [...]string{r.Reason, string(r.Class), status, domain, MXHost(ev.SMTPResponse)}
 	for _, c := range [...]uint32{cid, allCampaigns} {
 		var re *recEntry
-		if recipient != "" {
+		if recipient != "" && recip {
 			e.kbuf = appendGroupRecipKey(e.kbuf[:0], c, recipient)
 			var err error
 			if re, err = e.recipient(e.kbuf); err != nil {
@@ -178,12 +180,14 @@ func (e *Engine) applyBounce(cid uint32, ev *event.Event, recipient string, t in
 				continue // no MX named
 			}
 			dim := byte(i + 1)
-			if rk := groupRegKey(c, dim, key); !e.groups[rk] {
-				e.groups[rk] = true
-				e.dirtyGroups = append(e.dirtyGroups, rk)
-			}
-			if err := e.addCount(appendGroupSeries(eb[:0], c, dim, 'e', key), t, 1); err != nil {
-				return err
+			if global {
+				if rk := groupRegKey(c, dim, key); !e.groups[rk] {
+					e.groups[rk] = true
+					e.dirtyGroups = append(e.dirtyGroups, rk)
+				}
+				if err := e.addCount(appendGroupSeries(eb[:0], c, dim, 'e', key), t, 1); err != nil {
+					return err
+				}
 			}
 			if re == nil {
 				continue

@@ -41,7 +41,10 @@
 // store holds exactly the effect of the events up to its checkpoint, and the
 // engine resumes from there: nothing is lost or counted twice. Given the same
 // log, the state is a deterministic function of it, so a rebuild produces the
-// same answers as the incremental path.
+// same answers as the incremental path. A rebuild or replay builds a new
+// store in bulk mode (bulk.go), which writes each record once and the
+// checkpoint last: a store nobody reads until it is complete, and that a
+// crash discards, needs no atomic batches.
 //
 // # Key layout of the state store
 //

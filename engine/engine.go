@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/axiomhq/hyperloglog"
 	"github.com/bits-and-blooms/bloom/v3"
 	"github.com/dgraph-io/badger/v4"
 
@@ -66,11 +67,12 @@ type Config struct {
 	// on it: rebuild with the same value.
 	AllowedLateness time.Duration
 	// Bulk is for building a state store from scratch (rebuild, replay),
-	// which nobody reads until it is complete and a crash discards: state
-	// is committed in large write batches that Badger splits and writes
-	// concurrently, not in one atomic transaction per batch (see ForBulk
-	// for the batch size that goes with it). Hot keys are written once per larger
-	// batch, and applying overlaps writing.
+	// which nobody reads until it is complete and a crash discards: a
+	// record is written when it leaves the cache and at the end of
+	// CatchUp, not at every batch, and CatchUp reads the log in passes
+	// over partitions of the recipients, so that each partition's records
+	// fit in RecipientCache (bulk.go). The checkpoint is written only at
+	// the end of CatchUp. See ForBulk for the batch size that goes with it.
 	Bulk bool
 	// Logger; nil discards.
 	Logger *slog.Logger
@@ -109,8 +111,8 @@ func (c Config) Validate() error {
 
 // maxDirty bounds the keys written by one state transaction, well below
 // Badger's per-transaction limit for the memtable size used; in bulk mode
-// (write batches have no such limit) it bounds the memory held by dirty
-// entries.
+// (nothing is written per batch) it bounds the entries that become dirty
+// between two eviction checks.
 func (e *Engine) maxDirty() int {
 	if e.cfg.Bulk {
 		return 500_000
@@ -174,6 +176,12 @@ type Engine struct {
 	writtenN int
 	pending  int    // events applied since the last commit
 	pendSeq  uint64 // seq of the last applied event
+	// part selects what apply applies, in bulk passes (see bulk.go): of
+	// the recipient part, only partition partI of partN. records counts
+	// the recipient records a bulk range touches, in its first pass.
+	part         partMode
+	partN, partI uint64
+	records      *hyperloglog.Sketch
 
 	applied   atomic.Uint64
 	appliedCh atomic.Pointer[chan struct{}]
@@ -212,6 +220,9 @@ type recEntry struct {
 	sup    *supState
 	gen    uint32
 	dirty  bool
+	// pub: in bulk mode, the API's suppression record ('S') is derived
+	// from sup when the record is written, not at every change.
+	pub bool
 }
 
 func (re *recEntry) encode(k string, dst []byte) []byte {
@@ -487,6 +498,9 @@ func (e *Engine) Run(ctx context.Context) error {
 // log's end when it started, and commits. progress, if not nil, is called
 // after each commit with the applied sequence.
 func (e *Engine) CatchUp(ctx context.Context, progress func(applied uint64)) error {
+	if e.cfg.Bulk {
+		return e.catchUpBulk(ctx, progress)
+	}
 	last := e.src.LastSeq()
 	for e.applied.Load() < last {
 		e.mu.Lock()
@@ -548,6 +562,15 @@ func (e *Engine) campaignFor(ev *event.Event) *campaign {
 
 // apply folds one event into the in-memory state. It is the only place
 // that defines what an event does to the aggregates.
+//
+// An event's effect has two parts: the global part (campaign catalogue,
+// event counts, watermark, sketches) and the recipient part (its
+// recipient's records and the first-reach counts they move). The normal
+// mode applies both; a bulk catch-up (catchUpBulk) applies the global
+// part in one pass over the log and the recipient part in passes over
+// partitions of the recipients. That gives the same state: a recipient's
+// records depend only on its own events (in log order, which every pass
+// keeps), and counters only add up.
 func (e *Engine) apply(ev *event.Event) error {
 	if ev.Seq != e.applied.Load()+uint64(e.pending)+1 {
 		return fmt.Errorf("engine: log gap: got seq %d after %d", ev.Seq, e.applied.Load()+uint64(e.pending))
@@ -555,29 +578,52 @@ func (e *Engine) apply(ev *event.Event) error {
 	if e.rtxn == nil {
 		e.rtxn = e.db.NewTransaction(false)
 	}
-	c := e.campaignFor(ev)
-	t := ev.EventTime.UnixMicro()
-	c.Events++
-	c.First = min(c.First, t)
-	c.Last = max(c.Last, t)
-	if !c.dirty {
-		c.dirty = true
-		e.dirtyCamps = append(e.dirtyCamps, c)
-	}
-
-	var sb [8]byte
-	if err := e.addCount(appendMetricSeries(sb[:0], c.ID, eventMetric(ev.Type)), t, 1); err != nil {
-		return err
-	}
-	if e.observe(ev, t) {
-		if err := e.addCount(appendMetricSeries(sb[:0], c.ID, mLate), t, 1); err != nil {
+	r := event.NormalizeRecipient(ev.Recipient)
+	global, recip := e.parts(r)
+	if global || recip {
+		if err := e.applyParts(ev, r, global, recip); err != nil {
 			return err
 		}
 	}
+	e.pending++
+	e.pendSeq = ev.Seq
+	if e.part == partGlobal {
+		return nil // lifts are recipient state
+	}
+	return e.applyDueLifts(ev.Seq)
+}
+
+func (e *Engine) applyParts(ev *event.Event, r string, global, recip bool) error {
+	c := e.campaignFor(ev)
+	t := ev.EventTime.UnixMicro()
 	ms := implied(ev.Type)
-	r := event.NormalizeRecipient(ev.Recipient)
-	dom := domainOf(ev)
-	if len(ms) > 0 && r != "" {
+	if global {
+		c.Events++
+		c.First = min(c.First, t)
+		c.Last = max(c.Last, t)
+		if !c.dirty {
+			c.dirty = true
+			e.dirtyCamps = append(e.dirtyCamps, c)
+		}
+		var sb [8]byte
+		if err := e.addCount(appendMetricSeries(sb[:0], c.ID, eventMetric(ev.Type)), t, 1); err != nil {
+			return err
+		}
+		if e.observe(ev, t) {
+			if err := e.addCount(appendMetricSeries(sb[:0], c.ID, mLate), t, 1); err != nil {
+				return err
+			}
+		}
+		if r != "" {
+			if err := e.sketchAdd(c.ID, eventMetric(ev.Type), t, r); err != nil {
+				return err
+			}
+		}
+		if e.records != nil {
+			e.countRecords(c.ID, ev, r, len(ms) > 0)
+		}
+	}
+	if recip && len(ms) > 0 && r != "" {
 		e.kbuf = appendRecKey(e.kbuf[:0], c.ID, r)
 		re, err := e.recipient(e.kbuf)
 		if err != nil {
@@ -586,28 +632,23 @@ func (e *Engine) apply(ev *event.Event) error {
 		if err := e.reach(re, ms, t, c.ID, ""); err != nil {
 			return err
 		}
-		if err := e.reachAll(r, dom, ms, t); err != nil {
+		if err := e.reachAll(r, domainOf(ev), ms, t); err != nil {
 			return err
 		}
 	}
 	var br bounce.Result
 	if ev.Type.IsBounce() {
 		br = bounce.Classify(bounce.Input{Code: int(ev.SMTPCode), Status: ev.SMTPStatus, Text: ev.SMTPResponse, Label: ev.ProviderEvent})
-		if err := e.applyBounce(c.ID, ev, r, t, &br); err != nil {
+		if err := e.applyBounce(c.ID, ev, r, t, &br, global, recip); err != nil {
 			return err
 		}
 	}
-	if r != "" {
+	if recip && r != "" {
 		if err := e.applySuppression(c, ev, r, t, &br); err != nil {
 			return err
 		}
-		if err := e.sketchAdd(c.ID, eventMetric(ev.Type), t, r); err != nil {
-			return err
-		}
 	}
-	e.pending++
-	e.pendSeq = ev.Seq
-	return e.applyDueLifts(ev.Seq)
+	return nil
 }
 
 // reach records that recipient record rk (cached as re) reached metrics ms
@@ -740,7 +781,11 @@ func getInt(txn *badger.Txn, k []byte) (int64, error) {
 
 // commit writes the dirty state and the checkpoint in one transaction, then
 // trims the caches back to their bounds (everything in them is clean now).
+// In bulk mode it is the final write of a catch-up (commitBulk).
 func (e *Engine) commit() error {
+	if e.cfg.Bulk {
+		return e.commitBulk()
+	}
 	if e.pending == 0 && len(e.journal) == 0 {
 		return nil
 	}
@@ -748,52 +793,21 @@ func (e *Engine) commit() error {
 	if e.pending > 0 {
 		seq = e.pendSeq
 	}
-	var txn writer
-	if e.cfg.Bulk {
-		wb := e.db.NewWriteBatch()
-		defer wb.Cancel()
-		txn = bulkBatch{wb}
-	} else {
-		t := e.db.NewTransaction(true)
-		defer t.Discard()
-		txn = atomicTxn{t}
-	}
+	t := e.db.NewTransaction(true)
+	defer t.Discard()
+	txn := atomicTxn{t}
 	for _, re := range e.dirtyRecs {
-		v := re.encode(re.key, nil)
-		if err := txn.Set([]byte(re.key), v); err != nil {
-			return fmt.Errorf("stage recipient state: %w", err)
+		if err := e.stageRec(txn, re); err != nil {
+			return err
 		}
 	}
 	for _, ce := range e.dirtyCnts {
-		k := ce.key
-		var err error
-		if level := k[len(k)-9]; ce.n == 0 && len(ce.detail) == 0 && level != levelTotal {
-			err = txn.Delete([]byte(k))
-		} else {
-			err = txn.Set([]byte(k), ce.encode(k[len(k)-9]))
-		}
-		if err != nil {
-			return fmt.Errorf("stage counter: %w", err)
-		}
-	}
-	for _, c := range e.dirtyCamps {
-		v, err := json.Marshal(c)
-		if err != nil {
-			return err
-		}
-		id := make([]byte, 4)
-		binary.BigEndian.PutUint32(id, c.ID)
-		if err := txn.Set(campKey(c.Source, c.Campaign, c.Account), id); err != nil {
-			return err
-		}
-		if err := txn.Set(campRecKey(c.ID), v); err != nil {
+		if err := stageCount(txn, ce); err != nil {
 			return err
 		}
 	}
-	for _, k := range e.dirtyGroups {
-		if err := txn.Set([]byte(k), nil); err != nil {
-			return fmt.Errorf("stage bounce group: %w", err)
-		}
+	if err := e.stageCatalogue(txn); err != nil {
+		return err
 	}
 	for r, v := range e.dirtySup {
 		var err error
@@ -852,8 +866,7 @@ func (e *Engine) commit() error {
 	e.dirtyGroups = e.dirtyGroups[:0]
 	clear(e.dirtySup)
 	e.journal = e.journal[:0]
-	evict(e.recs, e.cfg.RecipientCache, e.gen, func(re *recEntry) uint32 { return re.gen })
-	evict(e.counts, e.cfg.CounterCache, e.gen, func(ce *countEntry) uint32 { return ce.gen })
+	e.evictClean()
 	e.gen++
 	n := e.pending
 	e.pending = 0
@@ -866,6 +879,55 @@ func (e *Engine) commit() error {
 	e.stats.Commits++
 	e.stats.Keys += uint64(nkeys)
 	e.statsMu.Unlock()
+	return nil
+}
+
+func (e *Engine) stageRec(txn writer, re *recEntry) error {
+	if err := txn.Set([]byte(re.key), re.encode(re.key, nil)); err != nil {
+		return fmt.Errorf("stage recipient state: %w", err)
+	}
+	if re.pub {
+		return e.stagePublished(txn, re)
+	}
+	return nil
+}
+
+func stageCount(txn writer, ce *countEntry) error {
+	k := ce.key
+	var err error
+	if level := k[len(k)-9]; ce.n == 0 && len(ce.detail) == 0 && level != levelTotal {
+		err = txn.Delete([]byte(k))
+	} else {
+		err = txn.Set([]byte(k), ce.encode(k[len(k)-9]))
+	}
+	if err != nil {
+		return fmt.Errorf("stage counter: %w", err)
+	}
+	return nil
+}
+
+// stageCatalogue stages the changed campaigns and the new bounce group and
+// domain registry keys.
+func (e *Engine) stageCatalogue(txn writer) error {
+	for _, c := range e.dirtyCamps {
+		v, err := json.Marshal(c)
+		if err != nil {
+			return err
+		}
+		id := make([]byte, 4)
+		binary.BigEndian.PutUint32(id, c.ID)
+		if err := txn.Set(campKey(c.Source, c.Campaign, c.Account), id); err != nil {
+			return err
+		}
+		if err := txn.Set(campRecKey(c.ID), v); err != nil {
+			return err
+		}
+	}
+	for _, k := range e.dirtyGroups {
+		if err := txn.Set([]byte(k), nil); err != nil {
+			return fmt.Errorf("stage bounce group: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -886,30 +948,35 @@ type bulkBatch struct{ *badger.WriteBatch }
 
 func (b bulkBatch) commit() error { return b.Flush() }
 
-// evict trims cache m (all clean: it runs after a commit) when it holds
-// more than limit entries: first what the batch just committed did not
-// touch (gen older than cur), then whatever is left, down to 3/4 of limit.
-// The slack makes evictions, each a scan of the map, rare: one per
-// limit/4 new entries, not one per commit.
-func evict[V any](m map[string]V, limit int, cur uint32, gen func(V) uint32) {
+// evict trims cache m when it holds more than limit entries: first what
+// the batch just committed did not touch (gen older than cur), then
+// whatever is left, down to 3/4 of limit. The slack makes evictions, each
+// a scan of the map, rare: one per limit/4 new entries, not one per
+// commit. drop, if not nil, is called with each entry before it leaves
+// (bulk mode writes the dirty ones there); without it, every entry must be
+// clean (evict runs after a commit).
+func evict[V any](m map[string]V, limit int, cur uint32, gen func(V) uint32, drop func(V) error) error {
 	if len(m) <= limit {
-		return
+		return nil
 	}
 	target := limit - limit/4
-	for k, v := range m {
-		if len(m) <= target {
-			return
-		}
-		if gen(v) != cur {
+	for pass := 0; pass < 2; pass++ {
+		for k, v := range m {
+			if len(m) <= target {
+				return nil
+			}
+			if pass == 0 && gen(v) == cur {
+				continue
+			}
+			if drop != nil {
+				if err := drop(v); err != nil {
+					return err
+				}
+			}
 			delete(m, k)
 		}
 	}
-	for k := range m {
-		if len(m) <= target {
-			return
-		}
-		delete(m, k)
-	}
+	return nil
 }
 
 // Close closes the state store. Run must have returned. It is idempotent.

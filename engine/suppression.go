@@ -294,7 +294,7 @@ func (e *Engine) applySuppression(c *campaign, ev *event.Event, r string, t int6
 	}
 	s.softs = s.softs[:n]
 	e.markDirty(re)
-	return e.publish(r, s)
+	return e.publish(re, r, s)
 }
 
 // softWindow returns the index of the soft bounce that completes the
@@ -310,15 +310,50 @@ func (e *Engine) softWindow(softs []supCause) int {
 }
 
 // publish stages the API's record of r ('S'), or its removal when r is not
-// suppressed.
-func (e *Engine) publish(r string, s *supState) error {
-	if s.reason == 0 {
-		e.dirtySup[r] = nil
+// suppressed; re is r's suppression record. In bulk mode it is staged when
+// re is written (stagePublished): a recipient whose suppression changes
+// several times is published once, and the cache does not hold the JSON.
+func (e *Engine) publish(re *recEntry, r string, s *supState) error {
+	if e.cfg.Bulk {
+		re.pub = true
 		return nil
+	}
+	v, err := e.published(r, s)
+	if err != nil {
+		return err
+	}
+	e.dirtySup[r] = v
+	return nil
+}
+
+// stagePublished stages the 'S' record of suppression record re.
+func (e *Engine) stagePublished(txn writer, re *recEntry) error {
+	r := re.key[1:]
+	v, err := e.published(r, re.sup)
+	if err != nil {
+		return err
+	}
+	if v == nil {
+		err = txn.Delete(supPubKey(r))
+	} else {
+		err = txn.Set(supPubKey(r), v)
+	}
+	if err != nil {
+		return fmt.Errorf("stage suppression: %w", err)
+	}
+	re.pub = false
+	return nil
+}
+
+// published is the API's record of r with suppression state s, nil when r
+// is not suppressed.
+func (e *Engine) published(r string, s *supState) ([]byte, error) {
+	if s.reason == 0 {
+		return nil, nil
 	}
 	c := e.campByID[s.cause.cid]
 	if c == nil {
-		return fmt.Errorf("suppression of campaign %d: %w", s.cause.cid, errCorrupt)
+		return nil, fmt.Errorf("suppression of campaign %d: %w", s.cause.cid, errCorrupt)
 	}
 	sp := Suppression{
 		Recipient: r, Reason: SuppressionReasons[s.reason-1], SuppressedAt: time.UnixMicro(s.cause.t).UTC(),
@@ -328,12 +363,7 @@ func (e *Engine) publish(r string, s *supState) error {
 			BounceClass: s.cause.class, BounceReason: s.cause.reason,
 		},
 	}
-	v, err := json.Marshal(&sp)
-	if err != nil {
-		return err
-	}
-	e.dirtySup[r] = v
-	return nil
+	return json.Marshal(&sp)
 }
 
 // liftState forgets recipient r's history up to seq.
@@ -345,7 +375,7 @@ func (e *Engine) liftState(r string, seq uint64) error {
 	}
 	re.sup = &supState{liftSeq: seq}
 	e.markDirty(re)
-	return e.publish(r, re.sup)
+	return e.publish(re, r, re.sup)
 }
 
 // applyDueLifts replays journal lifts recorded at or before seq (after a

@@ -7,6 +7,12 @@
 //
 //	go build -o bin/mailfunnel ./cmd/mailfunnel
 //	go run ./benchmarks/cmd/rebuildbench -events 10000000 -recipients 2000000
+//
+// To compare binaries on the same log without writing it again (a 10M log
+// takes minutes), keep the data directory and reuse it:
+//
+//	go run ./benchmarks/cmd/rebuildbench -data /tmp/rb10m -keep -events 10000000 -recipients 2000000
+//	go run ./benchmarks/cmd/rebuildbench -data /tmp/rb10m -keep -reuse -ready=false -bin /tmp/old/mailfunnel
 package main
 
 import (
@@ -37,15 +43,17 @@ func main() {
 		campaigns  = flag.Int("campaigns", 50, "campaigns")
 		data       = flag.String("data", "", "data directory (default: a temp dir, removed afterwards)")
 		keep       = flag.Bool("keep", false, "keep the data directory")
+		reuse      = flag.Bool("reuse", false, "use the log already in -data (written by an earlier run with the same -events) and remove its state first")
+		ready      = flag.Bool("ready", true, "time the restart to ready after the rebuild")
 	)
 	flag.Parse()
-	if err := run(*bin, *n, *recipients, *campaigns, *data, *keep); err != nil {
+	if err := run(*bin, *n, *recipients, *campaigns, *data, *keep, *reuse, *ready); err != nil {
 		fmt.Fprintln(os.Stderr, "rebuildbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(bin string, n, recipients, campaigns int, data string, keep bool) error {
+func run(bin string, n, recipients, campaigns int, data string, keep, reuse, ready bool) error {
 	if data == "" {
 		d, err := os.MkdirTemp("", "rebuildbench-")
 		if err != nil {
@@ -57,10 +65,19 @@ func run(bin string, n, recipients, campaigns int, data string, keep bool) error
 		defer os.RemoveAll(data)
 	}
 	start := time.Now()
-	if err := writeLog(filepath.Join(data, "log"), n, recipients, campaigns); err != nil {
-		return err
+	if reuse {
+		// A rebuild reads the old state's lift journal first: start from
+		// none, as after writing the log, so that runs compare.
+		if err := os.RemoveAll(filepath.Join(data, "state")); err != nil {
+			return err
+		}
+		fmt.Printf("reusing the log in %s (%d events expected)\n", data, n)
+	} else {
+		if err := writeLog(filepath.Join(data, "log"), n, recipients, campaigns); err != nil {
+			return err
+		}
+		fmt.Printf("wrote %d events over %d recipients and %d campaigns in %v\n", n, recipients, campaigns, time.Since(start).Round(time.Millisecond))
 	}
-	fmt.Printf("wrote %d events over %d recipients and %d campaigns in %v\n", n, recipients, campaigns, time.Since(start).Round(time.Millisecond))
 
 	cmd := exec.Command(bin, "rebuild", "--data", data)
 	cmd.Stderr = os.Stderr
@@ -95,11 +112,14 @@ func run(bin string, n, recipients, campaigns int, data string, keep bool) error
 	fmt.Printf("rebuild: %v, %.0f events/s, peak RSS %.0f MiB (sampled peaks: anonymous %.0f MiB, mapped files %.0f MiB)\n",
 		took.Round(time.Millisecond), float64(n)/took.Seconds(), float64(rss)/1024, float64(anon)/1024, float64(file)/1024)
 
-	ready, serveRSS, err := restartToReady(bin, data)
+	if !ready {
+		return nil
+	}
+	took, serveRSS, err := restartToReady(bin, data)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("restart to ready: %v (serve RSS at ready %.0f MiB)\n", ready.Round(time.Millisecond), float64(serveRSS)/1024)
+	fmt.Printf("restart to ready: %v (serve RSS at ready %.0f MiB)\n", took.Round(time.Millisecond), float64(serveRSS)/1024)
 	return nil
 }
 

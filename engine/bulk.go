@@ -1,0 +1,368 @@
+package engine
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+
+	"github.com/axiomhq/hyperloglog"
+	"github.com/zeebo/xxh3"
+
+	"github.com/mailfunnel/mailfunnel/event"
+	"github.com/mailfunnel/mailfunnel/storage"
+)
+
+// Bulk mode (Config.Bulk) builds a state store from scratch, for a rebuild
+// or a replay. Nobody reads that store until its catch-up completes, and a
+// crash discards it (both start from an empty directory), which allows two
+// things the normal mode cannot do.
+//
+// Write-back: a batch need not be written atomically with its checkpoint,
+// nor at all. A dirty record is written only when it must leave the cache
+// (eviction) and at the end of CatchUp, once however many events touched
+// it. The checkpoint is written only by that final flush, with everything
+// else, so the store on disk never claims more than it holds.
+//
+// Passes: a rebuild's per-recipient working set (funnel, all-campaigns,
+// bounce and suppression records: about 3 per recipient) is far larger
+// than the recipient cache at scale, and with events in log order every
+// access misses: a Badger read, and an eviction write, per record and
+// event. So CatchUp reads its range of the log several times instead: a
+// first pass applies the global part of each event (see apply) and counts
+// the distinct records the range touches; then one pass per partition of
+// the recipients (by hash) applies the recipient part of the events of
+// that partition's recipients, sized so that a partition's records fit
+// in the cache. A pass over the log costs about 0.4 µs per event; a cache
+// miss costs tens.
+
+// partMode selects the parts of an event's effect apply applies.
+type partMode uint8
+
+const (
+	partAll    partMode = iota // both: the normal mode
+	partGlobal                 // the global part only (first bulk pass)
+	partRecip                  // the recipient part, of partition partI of partN
+)
+
+// maxPasses bounds the recipient passes of one bulk catch-up; past it
+// (a tiny cache for the log's size) evictions take over.
+const maxPasses = 32
+
+// parts reports which parts of an event of recipient r to apply.
+func (e *Engine) parts(r string) (global, recip bool) {
+	switch e.part {
+	case partGlobal:
+		return true, false
+	case partRecip:
+		return false, r != "" && (e.partN <= 1 || xxh3.HashString(r)%e.partN == e.partI)
+	}
+	return true, true
+}
+
+// countRecords adds the recipient records an event can touch to the
+// first pass's estimate (an upper bound: not every bounce or unsubscribe
+// creates a suppression record).
+func (e *Engine) countRecords(cid uint32, ev *event.Event, r string, funnel bool) {
+	if r == "" {
+		return
+	}
+	add := func(k []byte) { e.records.InsertHash(xxh3.Hash(k)) }
+	if funnel {
+		add(appendRecKey(e.kbuf[:0], cid, r))
+		add(appendRecKey(e.kbuf[:0], allCampaigns, r))
+	}
+	if ev.Type.IsBounce() {
+		add(appendGroupRecipKey(e.kbuf[:0], cid, r))
+		add(appendGroupRecipKey(e.kbuf[:0], allCampaigns, r))
+	}
+	if ev.Type.IsBounce() || ev.Type == event.Unsubscribed || ev.Type == event.Complained {
+		add(append(append(e.kbuf[:0], prefixSupState), r...))
+	}
+}
+
+// catchUpBulk is CatchUp in bulk mode: it applies the log from the
+// checkpoint to its current end in passes (see above), then writes
+// everything.
+func (e *Engine) catchUpBulk(ctx context.Context, progress func(applied uint64)) error {
+	last := e.src.LastSeq()
+	from := e.applied.Load() + 1
+	if from > last {
+		return nil
+	}
+	n := last - from + 1
+	budget := uint64(e.cfg.RecipientCache) * 4 / 5
+	report := func(done uint64) {
+		if progress != nil {
+			progress(from - 1 + done)
+		}
+	}
+	// A range too small to touch more records than the cache holds (at
+	// most five per event) needs one pass.
+	if n*5 <= budget {
+		e.part = partAll
+		if err := e.bulkPass(ctx, from, last, nil); err != nil {
+			return err
+		}
+	} else {
+		e.part, e.records = partGlobal, hyperloglog.New16()
+		lifts := e.liftQ
+		e.liftQ = nil
+		err := e.bulkPass(ctx, from, last, nil)
+		records := e.records.Estimate()
+		e.records = nil
+		if err != nil {
+			e.liftQ = lifts
+			return err
+		}
+		passes := min(maxPasses, max(1, (records+budget-1)/max(budget, 1)))
+		e.log.Info("engine: bulk catch-up", "events", n, "records", records, "passes", passes)
+		e.part, e.partN = partRecip, passes
+		for p := uint64(0); p < passes; p++ {
+			e.partI = p
+			e.liftQ = e.liftQ[:0]
+			for _, l := range lifts {
+				if passes == 1 || xxh3.HashString(l.Recipient)%passes == p {
+					e.liftQ = append(e.liftQ, l)
+				}
+			}
+			err := e.bulkPass(ctx, from, last, func(i uint64) { report((p*n + i) / passes) })
+			if err == nil {
+				// The partition's records are not touched again.
+				err = e.dropRecs()
+			}
+			if err != nil {
+				return err
+			}
+		}
+		e.liftQ = e.liftQ[:0]
+		for _, l := range lifts {
+			if l.Seq > last {
+				e.liftQ = append(e.liftQ, l)
+			}
+		}
+		e.part = partAll
+	}
+	e.mu.Lock()
+	err := e.commit()
+	e.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	report(n)
+	return nil
+}
+
+// bulkPass applies events from..last (one part of them, per e.part),
+// ending a batch (evictions, progress) every BatchEvents events. It leaves
+// pending at the events applied and the applied sequence unchanged: the
+// next pass starts again at from, and the final commit moves applied.
+func (e *Engine) bulkPass(ctx context.Context, from, last uint64, progress func(done uint64)) error {
+	e.pending = 0
+	batchStart := 0
+	err := e.src.ReadFrom(ctx, from, func(ev *event.Event) error {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if err := e.apply(ev); err != nil {
+			return err
+		}
+		if e.pending-batchStart >= e.cfg.BatchEvents || len(e.dirtyRecs)+len(e.dirtyCnts) >= e.maxDirty() {
+			if err := e.endBulkBatch(); err != nil {
+				return err
+			}
+			batchStart = e.pending
+			if progress != nil {
+				progress(uint64(e.pending))
+			}
+		}
+		if ev.Seq >= last {
+			return storage.ErrStop
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if got := e.applied.Load() + uint64(e.pending); got != last {
+		return fmt.Errorf("engine: bulk pass ended at seq %d, want %d", got, last)
+	}
+	return nil
+}
+
+// endBulkBatch ends a batch within a bulk pass: it writes only what leaves
+// the caches.
+func (e *Engine) endBulkBatch() error {
+	return e.writeBulk(func(txn writer) (bool, error) {
+		if err := e.evictBulk(txn); err != nil {
+			return false, err
+		}
+		// Sketches are few and small until there are many minutes; past
+		// twice the sketch cache they are written and dropped.
+		if len(e.sketches) <= 2*sketchCache || len(e.dirtySketches) == 0 {
+			return false, nil
+		}
+		return true, e.stageSketches(txn, e.applied.Load())
+	})
+}
+
+// dropRecs writes the dirty recipient records and empties their cache.
+func (e *Engine) dropRecs() error {
+	err := e.writeBulk(func(txn writer) (bool, error) {
+		for _, re := range e.recs {
+			if re.dirty {
+				re.dirty = false
+				if err := e.stageRec(txn, re); err != nil {
+					return false, err
+				}
+			}
+		}
+		return false, nil
+	})
+	clear(e.recs)
+	return err
+}
+
+// writeBulk runs stage with a write batch and writes what it staged. Its
+// result says whether the dirty sketches were staged.
+func (e *Engine) writeBulk(stage func(writer) (sketches bool, err error)) error {
+	wb := e.db.NewWriteBatch()
+	defer wb.Cancel()
+	cnt := &countingWriter{w: bulkBatch{wb}}
+	sketches, err := stage(cnt)
+	if err != nil {
+		return err
+	}
+	if cnt.n > 0 {
+		if err := cnt.commit(); err != nil {
+			return fmt.Errorf("write engine state: %w", err)
+		}
+		// Written records are read back from the store: see the writes.
+		if e.rtxn != nil {
+			e.rtxn.Discard()
+			e.rtxn = nil
+		}
+	}
+	if sketches {
+		e.sketchesWritten(e.applied.Load())
+	}
+	// Entries stay dirty across batches; the lists only count what became
+	// dirty in this one (for maxDirty).
+	e.dirtyRecs = e.dirtyRecs[:0]
+	e.dirtyCnts = e.dirtyCnts[:0]
+	e.gen++
+	e.statsMu.Lock()
+	e.stats.Keys += uint64(cnt.n)
+	e.statsMu.Unlock()
+	return nil
+}
+
+// commitBulk is the final commit of a bulk catch-up (and of a lift, which
+// a bulk engine does not get in practice): it writes all dirty state and
+// the checkpoint.
+func (e *Engine) commitBulk() error {
+	if e.pending == 0 && len(e.journal) == 0 {
+		return nil
+	}
+	seq := e.applied.Load() + uint64(e.pending)
+	err := e.writeBulk(func(txn writer) (bool, error) {
+		if err := e.flushBulk(txn, seq); err != nil {
+			return false, err
+		}
+		// Every sketch is written now (the dirty ones here, the others
+		// when they left the cache): they are complete up to seq.
+		return false, e.stageSketches(txn, seq)
+	})
+	if err != nil {
+		return fmt.Errorf("commit engine state at seq %d: %w", seq, err)
+	}
+	e.sketchesWritten(seq)
+	e.evictClean()
+	n := e.pending
+	e.pending = 0
+	e.applied.Store(seq)
+	ch := make(chan struct{})
+	close(*e.appliedCh.Swap(&ch))
+	e.statsMu.Lock()
+	e.stats.Applied += uint64(n)
+	e.stats.Commits++
+	e.statsMu.Unlock()
+	return nil
+}
+
+// flushBulk stages every dirty entry and the checkpoint.
+func (e *Engine) flushBulk(txn writer, seq uint64) error {
+	for _, re := range e.recs {
+		if re.dirty {
+			if err := e.stageRec(txn, re); err != nil {
+				return err
+			}
+			re.dirty = false
+		}
+	}
+	for _, ce := range e.counts {
+		if ce.dirty {
+			if err := stageCount(txn, ce); err != nil {
+				return err
+			}
+			ce.dirty = false
+		}
+	}
+	if err := e.stageCatalogue(txn); err != nil {
+		return err
+	}
+	for _, c := range e.dirtyCamps {
+		c.dirty = false
+	}
+	e.dirtyCamps = e.dirtyCamps[:0]
+	e.dirtyGroups = e.dirtyGroups[:0]
+	for _, k := range e.journal {
+		if err := txn.Set([]byte(k), nil); err != nil {
+			return fmt.Errorf("stage lift: %w", err)
+		}
+	}
+	e.journal = e.journal[:0]
+	if err := e.stageMarks(txn); err != nil {
+		return err
+	}
+	e.cleanMarks()
+	return txn.Set([]byte{keyCheckpoint}, binary.BigEndian.AppendUint64(nil, seq))
+}
+
+// evictBulk trims the caches like evictClean, writing the dirty entries
+// that leave.
+func (e *Engine) evictBulk(txn writer) error {
+	err := evict(e.recs, e.cfg.RecipientCache, e.gen, func(re *recEntry) uint32 { return re.gen }, func(re *recEntry) error {
+		if !re.dirty {
+			return nil
+		}
+		re.dirty = false
+		return e.stageRec(txn, re)
+	})
+	if err != nil {
+		return err
+	}
+	return evict(e.counts, e.cfg.CounterCache, e.gen, func(ce *countEntry) uint32 { return ce.gen }, func(ce *countEntry) error {
+		if !ce.dirty {
+			return nil
+		}
+		ce.dirty = false
+		return stageCount(txn, ce)
+	})
+}
+
+// evictClean trims the caches after a commit, when every entry is clean.
+func (e *Engine) evictClean() {
+	_ = evict(e.recs, e.cfg.RecipientCache, e.gen, func(re *recEntry) uint32 { return re.gen }, nil)
+	_ = evict(e.counts, e.cfg.CounterCache, e.gen, func(ce *countEntry) uint32 { return ce.gen }, nil)
+}
+
+// countingWriter counts the keys staged through it.
+type countingWriter struct {
+	w writer
+	n int
+}
+
+func (c *countingWriter) Set(k, v []byte) error { c.n++; return c.w.Set(k, v) }
+
+func (c *countingWriter) Delete(k []byte) error { c.n++; return c.w.Delete(k) }
+
+func (c *countingWriter) commit() error { return c.w.commit() }
