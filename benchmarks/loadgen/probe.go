@@ -33,7 +33,12 @@ type Probe struct {
 	// Every is the time from one probe's start to the next one's. Default
 	// 100ms. A probe that takes longer delays the next.
 	Every time.Duration
-	// Poll is the pause between funnel queries. Default 1ms.
+	// Poll is the pause between funnel queries for the first 100ms after
+	// the acknowledgement. Default 1ms. After that the pause grows to
+	// 10 x Poll: a probe behind a lagging engine would otherwise poll a
+	// thousand times a second for seconds, taking CPU from the load it
+	// measures; the samples it delays are far past the 100 ms target, and
+	// at most 10 x Poll late.
 	Poll time.Duration
 	// Timeout bounds one probe; a probe not visible by then counts in
 	// ProbeResult.Lost, and as Timeout (a lower bound of its freshness) in
@@ -135,7 +140,11 @@ func runProbe(ctx context.Context, cfg *Config) ProbeResult {
 				lat = append(lat, p.Timeout)
 				break
 			}
-			time.Sleep(p.Poll)
+			if time.Since(acked) < 100*time.Millisecond {
+				time.Sleep(p.Poll)
+			} else {
+				time.Sleep(10 * p.Poll)
+			}
 		}
 	}
 }
