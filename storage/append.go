@@ -438,11 +438,17 @@ func (l *Log) writeGroup(group []*appendReq, sg *stagedGroup, prevSeen map[Hash]
 	// after the one sync that covers all of them. A crash between them
 	// leaves a prefix stored: its redelivery counts those as duplicates and
 	// stores the rest, so nothing is lost or doubled.
-	var body, buf []byte
+	// body starts with room for the entry's event count, which is known
+	// only at its end: the entry is then a suffix of body, not a copy.
+	const hdr = binary.MaxVarintLen64
+	var buf []byte
+	body := make([]byte, hdr, hdr+count*256)
 	chunkFirst, n, committed := first, 0, first-1
 	stage := func() error {
-		entry := binary.AppendUvarint(make([]byte, 0, len(body)+binary.MaxVarintLen64), uint64(n))
-		entry = append(entry, body...)
+		var cnt [hdr]byte
+		k := binary.PutUvarint(cnt[:], uint64(n))
+		entry := body[hdr-k:]
+		copy(entry, cnt[:k])
 		if err := wtxn.Set(seqKey(prefixLog, chunkFirst), entry); err != nil {
 			return fmt.Errorf("stage log entry: %w", err)
 		}
@@ -458,7 +464,7 @@ func (l *Log) writeGroup(group []*appendReq, sg *stagedGroup, prevSeen map[Hash]
 		committed = chunkFirst + uint64(n) - 1
 		wtxn = l.db.NewTransaction(true)
 		chunkFirst += uint64(n)
-		n, body = 0, body[:0]
+		n, body = 0, body[:hdr] // the commit above is done with it
 		return nil
 	}
 	fail := func(err error) error {

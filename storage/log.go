@@ -177,9 +177,15 @@ func Open(cfg Config) (*Log, error) {
 // its single-writer stores: no conflict detection (one goroutine writes),
 // no fsync per commit (callers sync explicitly when they must be durable),
 // and caches sized for a small machine. The engine opens its state store
-// with it too. The error wraps ErrLocked when the directory is held.
+// with OpenBadgerOptions. The error wraps ErrLocked when the directory is
+// held.
+//
+// The log's tables are Snappy-compressed: they hold mostly dedupe keys,
+// random 128-bit hashes that zstd spent CPU on for nothing (log entries
+// over 4 KiB, most of the events, are in the value log, which Badger does
+// not compress).
 func OpenBadger(dir string, blockCacheMB int, logger *slog.Logger) (*badger.DB, error) {
-	return OpenBadgerOptions(dir, BadgerOptions{BlockCacheMB: blockCacheMB, MemTableMB: 64}, logger)
+	return OpenBadgerOptions(dir, BadgerOptions{BlockCacheMB: blockCacheMB, MemTableMB: 64, Snappy: true}, logger)
 }
 
 // BadgerOptions are the few Badger settings that differ between
