@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -113,6 +115,47 @@ func TestConcurrentAppendsAreGapless(t *testing.T) {
 		require.True(t, seqs[s], "seq %d missing", s)
 	}
 	require.Len(t, readAll(t, l, 1), writers*per)
+}
+
+// Concurrent redeliveries of the same events land in consecutive groups,
+// one of them still being committed while the next is checked: each event
+// must be stored exactly once however the deliveries interleave.
+func TestConcurrentRedeliveriesCountOnce(t *testing.T) {
+	l := storagetest.New(t)
+	const writers, events, batch = 12, 600, 25
+	var accepted, dups atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			order := rand.New(rand.NewPCG(uint64(w), 1)).Perm(events)
+			for i := 0; i < events; i += batch {
+				b := make([]event.Event, 0, batch)
+				for _, j := range order[i : i+batch] {
+					b = append(b, ev(j))
+				}
+				res, err := l.Append(context.Background(), b)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				accepted.Add(int64(res.Accepted))
+				dups.Add(int64(res.Duplicates))
+			}
+		}(w)
+	}
+	wg.Wait()
+	require.EqualValues(t, events, accepted.Load())
+	require.EqualValues(t, writers*events-events, dups.Load())
+	got := readAll(t, l, 1)
+	require.Len(t, got, events)
+	seen := map[string]bool{}
+	for i, e := range got {
+		require.EqualValues(t, i+1, e.Seq)
+		require.False(t, seen[e.Recipient], "%s stored twice", e.Recipient)
+		seen[e.Recipient] = true
+	}
 }
 
 func TestReopenContinuesAndLocks(t *testing.T) {
