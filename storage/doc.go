@@ -8,7 +8,12 @@
 // only then, so nothing acknowledged is ever lost, even on kill -9 or power
 // loss. Concurrent Append calls are merged by one committer goroutine into
 // a single Badger transaction and a single fsync (group commit), so many
-// parallel single-event posts share the cost of one sync.
+// parallel single-event posts share the cost of one sync. The stages are
+// pipelined: while Badger inserts group k, the committer checks group
+// k+1's dedupe keys (against the store and group k's hashes), and a
+// separate syncer fsyncs and answers the groups before; a group is still
+// acknowledged only after an fsync that covers it, and its sequences are
+// published to readers before that.
 //
 // Every accepted event gets a sequence number: consecutive, starting at 1,
 // never reused, assigned in commit order. Readers (the engine, the exporter)
