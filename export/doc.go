@@ -27,6 +27,13 @@
 // is in the key-value metadata (SchemaVersionKey) and in the schema_version
 // column; changes are additive only.
 //
+// The events files are encoded column by column by this package
+// (eventfile.go), for speed; everything a reader interprets beyond the
+// pages (schema elements and logical types, encodings, codec, sorting
+// columns, key-value metadata) is copied from a one-row file that
+// parquet-go writes from EventRow's tags, so EventRow remains the schema's
+// only definition. The snapshot files are written by parquet-go directly.
+//
 // # Atomicity
 //
 // A file is written under a temp name in its final directory (".<name>.tmp":

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/parquet-go/parquet-go"
+	"github.com/parquet-go/parquet-go/compress"
 	"github.com/parquet-go/parquet-go/compress/zstd"
 
 	"github.com/mailfunnel/mailfunnel/engine"
@@ -174,14 +175,13 @@ type Exporter struct {
 	agg  Aggregates
 	log  *slog.Logger
 	opts []parquet.WriterOption // common writer options
-	eopt []parquet.WriterOption // events: common + sorting columns
 
 	mu     sync.Mutex // serialises exports and guards the fields below
 	man    *manifest
 	closed bool
 	dirs   map[string]bool // partition directories known to exist
 
-	// partWriters holds idle partWriters (of eopt) between partitions,
+	// partWriters holds idle partWriters between partitions,
 	// steps and runs; the GC frees them when exports stop.
 	partWriters sync.Pool
 
@@ -233,8 +233,15 @@ func New(cfg Config, src Source, agg Aggregates) (*Exporter, error) {
 		cfg: cfg, src: src, agg: agg, log: cfg.Logger, man: man,
 		dirs: map[string]bool{},
 	}
-	x.opts, x.eopt = writerOptions(cfg)
-	x.partWriters.New = func() any { return newPartWriter(x.eopt) }
+	codec := newZstdCodec(cfg.ZstdLevel)
+	var eopt []parquet.WriterOption
+	x.opts, eopt = writerOptions(cfg, codec)
+	tmpl, err := newEventTemplate(eopt)
+	if err != nil {
+		man.close()
+		return nil, err
+	}
+	x.partWriters.New = func() any { return newPartWriter(newFileWriter(tmpl, codec, cfg.RowGroupRows)) }
 	if n > 0 {
 		x.log.Info("removed stale export temp files", "count", n)
 	}
@@ -255,9 +262,9 @@ func New(cfg Config, src Source, agg Aggregates) (*Exporter, error) {
 
 // writerOptions returns the Parquet writer options of every file and those
 // of the events files (which add the sorting columns).
-func writerOptions(cfg Config) (common, events []parquet.WriterOption) {
+func writerOptions(cfg Config, codec compress.Codec) (common, events []parquet.WriterOption) {
 	common = []parquet.WriterOption{
-		parquet.Compression(newZstdCodec(cfg.ZstdLevel)),
+		parquet.Compression(codec),
 		// Version 1 data pages: every Spark and Hive reader takes them.
 		parquet.DataPageVersion(1),
 		parquet.MaxRowsPerRowGroup(int64(cfg.RowGroupRows)),

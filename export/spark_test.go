@@ -119,8 +119,23 @@ func TestSparkRules(t *testing.T) {
 					"smtp_response", "bounce_class", "bounce_reason", "url", "subject", "sender", "send_type", "schema_version"} {
 					require.True(t, cols[c], "missing column %s", c)
 				}
-				// Sorting columns recorded for readers that use them.
-				require.NotEmpty(t, md.RowGroups[0].SortingColumns)
+				// Sorting columns recorded for readers that use them, each
+				// naming its column (parquet-go's reused writers once wrote
+				// column 0 three times), and every chunk's path_in_schema.
+				idx := map[string]int32{}
+				for i, el := range md.Schema[1:] {
+					idx[el.Name] = int32(i)
+				}
+				for _, rg := range md.RowGroups {
+					var sc []int32
+					for _, c := range rg.SortingColumns {
+						sc = append(sc, c.ColumnIdx)
+					}
+					require.Equal(t, []int32{idx["campaign"], idx["event_time"], idx["seq"]}, sc)
+					for i, cc := range rg.Columns {
+						require.Equal(t, []string{md.Schema[i+1].Name}, []string(cc.MetaData.PathInSchema))
+					}
+				}
 				// Page statistics are in the column index (not in the page
 				// headers): one min/max per page of every column chunk.
 				cis := pf.ColumnIndexes()

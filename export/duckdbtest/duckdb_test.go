@@ -147,3 +147,53 @@ func TestDuckDBReadsExport(t *testing.T) {
 		dir, export.SchemaVersionKey)).Scan(&v))
 	require.Equal(t, fmt.Sprint(export.SchemaVersion), v)
 }
+
+// TestDuckDBReadsPagedExport reads files with several row groups and
+// string columns cut into several pages, which the events file encoder
+// writes for busy hours, and checks the column statistics DuckDB sees.
+func TestDuckDBReadsPagedExport(t *testing.T) {
+	const n = 3000
+	l := storagetest.New(t)
+	evs := events(n)
+	for i := range evs {
+		if i%10 == 0 {
+			evs[i].SMTPResponse = strings.Repeat(fmt.Sprint(i%7), 60_000) // > 1 MiB per row group
+		}
+	}
+	_, err := l.AppendCtx(evs...)
+	require.NoError(t, err)
+	dir := t.TempDir()
+	cfg := export.DefaultConfig(dir)
+	cfg.RowGroupRows = 300 // 750 rows a file
+	x, err := export.New(cfg, l, nil)
+	require.NoError(t, err)
+	defer x.Close()
+	_, err = x.Export(t.Context())
+	require.NoError(t, err)
+
+	db, err := sql.Open("duckdb", "")
+	require.NoError(t, err)
+	defer db.Close()
+	src := fmt.Sprintf("read_parquet('%s/events/**/*.parquet', hive_partitioning = true)", dir)
+	var rows, total, minSeq, maxSeq int64
+	require.NoError(t, db.QueryRow("SELECT count(*), sum(length(smtp_response)), min(seq), max(seq) FROM "+src).
+		Scan(&rows, &total, &minSeq, &maxSeq))
+	want := int64(0)
+	for _, e := range evs {
+		want += int64(len(e.SMTPResponse))
+	}
+	require.Equal(t, int64(n), rows)
+	require.Equal(t, want, total)
+	require.Equal(t, int64(1), minSeq)
+	require.Equal(t, int64(n), maxSeq)
+
+	// Row groups and their statistics as DuckDB reads them.
+	var files, groups, withStats int64
+	require.NoError(t, db.QueryRow(fmt.Sprintf(
+		"SELECT count(DISTINCT file_name), count(DISTINCT (file_name, row_group_id)), "+
+			"count(*) FILTER (WHERE stats_min_value IS NOT NULL) "+
+			"FROM parquet_metadata('%s/events/**/*.parquet') WHERE path_in_schema = 'seq'", dir)).Scan(&files, &groups, &withStats))
+	require.Equal(t, int64(4), files)
+	require.GreaterOrEqual(t, groups, 3*files, "about 750 rows a file, at most 300 a row group")
+	require.Equal(t, groups, withStats)
+}
