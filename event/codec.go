@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unsafe"
 )
 
 // codecVersion prefixes every encoded event so that the format can evolve
@@ -45,7 +46,17 @@ func Append(dst []byte, e *Event) []byte {
 // Decode decodes one event from the front of b into e and returns the number
 // of bytes consumed. Strings in e do not alias b, so b may be reused; they
 // share one allocation, so keeping any field keeps the event's strings alive.
-func Decode(b []byte, e *Event) (int, error) {
+func Decode(b []byte, e *Event) (int, error) { return decode(b, e, false) }
+
+// DecodeView is Decode without the allocation: e's strings alias b, so
+// they are valid only while b is unchanged and must be copied by whoever
+// keeps them. It is for readers that copy every field anyway (the
+// Parquet exporter, which packs strings into its own blocks); an event
+// decoded this way must never reach code that keeps a string, such as the
+// engine's caches.
+func DecodeView(b []byte, e *Event) (int, error) { return decode(b, e, true) }
+
+func decode(b []byte, e *Event, view bool) (int, error) {
 	if len(b) < 3 {
 		return 0, fmt.Errorf("%w: short header", ErrCorrupt)
 	}
@@ -92,7 +103,12 @@ func Decode(b []byte, e *Event) (int, error) {
 		spans[i] = [2]int{p - start, p - start + int(l)}
 		p += int(l)
 	}
-	region := string(b[start:p])
+	var region string
+	if view {
+		region = unsafe.String(unsafe.SliceData(b[start:p]), p-start)
+	} else {
+		region = string(b[start:p])
+	}
 	for i, dst := range dsts {
 		*dst = region[spans[i][0]:spans[i][1]]
 	}

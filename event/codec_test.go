@@ -34,6 +34,18 @@ func TestCodecRoundTrip(t *testing.T) {
 		if got != want {
 			t.Fatalf("round trip:\n got %+v\nwant %+v", got, want)
 		}
+		var view event.Event
+		if n, err := event.DecodeView(b[1:], &view); err != nil || n != len(b)-1 || view != want {
+			t.Fatalf("view decode: %v, %d bytes:\n got %+v\nwant %+v", err, n, view, want)
+		}
+		// Decode's strings own their bytes; DecodeView's are the buffer's.
+		clear(b)
+		if got != want {
+			t.Fatal("Decode's strings changed with the buffer")
+		}
+		if want.Source != "" && view.Source == want.Source {
+			t.Fatal("DecodeView copied the strings")
+		}
 	}
 }
 
@@ -52,8 +64,12 @@ func FuzzDecode(f *testing.F) {
 	e := event.Event{Type: event.Clicked, Source: "s", Provider: "p", ProviderEvent: "clicked", Recipient: "a@b", URL: "u"}
 	f.Add(event.Append(nil, &e))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var got event.Event
+		var got, view event.Event
 		n, err := event.Decode(b, &got)
+		vn, verr := event.DecodeView(b, &view)
+		if (err == nil) != (verr == nil) || n != vn || view != got {
+			t.Fatalf("Decode and DecodeView disagree: %v / %v", err, verr)
+		}
 		if err != nil {
 			return
 		}

@@ -24,7 +24,11 @@ var errStop = errors.New("export: end of step")
 func (x *Exporter) readStep(ctx context.Context, from, to uint64, s *stepBuf) error {
 	s.reset(from, to)
 	next := from
-	err := x.src.ReadFrom(ctx, from, func(e *event.Event) error {
+	read := x.src.ReadFrom
+	if v, ok := x.src.(viewSource); ok {
+		read = v.ReadFromView
+	}
+	err := read(ctx, from, func(e *event.Event) error {
 		if e.Seq > to {
 			return errStop
 		}

@@ -38,6 +38,14 @@ type Source interface {
 	SetCheckpoint(name string, seq uint64) error
 }
 
+// viewSource is a Source that can also pass events whose strings are
+// valid only during fn (storage.Log.ReadFromView). The exporter copies
+// every string into its blocks, so it reads that way when it can, without
+// an allocation per event.
+type viewSource interface {
+	ReadFromView(ctx context.Context, from uint64, fn func(*event.Event) error) error
+}
+
 // Aggregates is the engine's read side used for the windows and funnels
 // export; *engine.Engine implements it. The exporter calls it from one
 // goroutine at a time and keeps nothing it returns.
@@ -49,6 +57,7 @@ type Aggregates interface {
 
 var (
 	_ Source     = (*storage.Log)(nil)
+	_ viewSource = (*storage.Log)(nil)
 	_ Aggregates = (*engine.Engine)(nil)
 )
 

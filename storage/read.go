@@ -22,6 +22,20 @@ var ErrStop = errors.New("stop reading")
 // scan and is returned, except ErrStop which ends it with nil. ReadFrom
 // checks ctx between entries.
 func (l *Log) ReadFrom(ctx context.Context, from uint64, fn func(*event.Event) error) error {
+	return l.readFrom(ctx, from, event.Decode, fn)
+}
+
+// ReadFromView is ReadFrom for readers that copy every string they keep:
+// the event's strings alias Badger's buffer (event.DecodeView) and are
+// valid only until fn returns. It saves an allocation and a copy per
+// event, about a seventh of a Parquet export's CPU.
+func (l *Log) ReadFromView(ctx context.Context, from uint64, fn func(*event.Event) error) error {
+	return l.readFrom(ctx, from, event.DecodeView, fn)
+}
+
+type decodeFunc func([]byte, *event.Event) (int, error)
+
+func (l *Log) readFrom(ctx context.Context, from uint64, decode decodeFunc, fn func(*event.Event) error) error {
 	if l.closed.Load() {
 		return ErrClosed
 	}
@@ -51,7 +65,7 @@ func (l *Log) ReadFrom(ctx context.Context, from uint64, fn func(*event.Event) e
 		item := it.Item()
 		first := binary.BigEndian.Uint64(item.Key()[1:])
 		err := item.Value(func(v []byte) error {
-			return decodeEntry(first, v, from, &e, fn)
+			return decodeEntry(first, v, from, &e, decode, fn)
 		})
 		if errors.Is(err, ErrStop) {
 			return nil
@@ -64,12 +78,12 @@ func (l *Log) ReadFrom(ctx context.Context, from uint64, fn func(*event.Event) e
 }
 
 // decodeEntry decodes one log entry and calls fn for its events >= from.
-func decodeEntry(first uint64, v []byte, from uint64, e *event.Event, fn func(*event.Event) error) error {
+func decodeEntry(first uint64, v []byte, from uint64, e *event.Event, decode decodeFunc, fn func(*event.Event) error) error {
 	return walkEntry(first, v, func(seq uint64, _ bool, raw []byte) error {
 		if seq < from {
 			return nil
 		}
-		if _, err := event.Decode(raw, e); err != nil {
+		if _, err := decode(raw, e); err != nil {
 			return fmt.Errorf("log entry at seq %d: %w", seq, err)
 		}
 		e.Seq = seq
