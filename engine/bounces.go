@@ -58,11 +58,14 @@ func appendGroupSeries(dst []byte, cid uint32, dim, kind byte, key string) []byt
 }
 
 func groupRegKey(cid uint32, dim byte, key string) string {
-	b := make([]byte, 6, 6+len(key))
-	b[0] = prefixGroupReg
-	binary.BigEndian.PutUint32(b[1:], cid)
-	b[5] = dim
-	return string(append(b, key...))
+	return string(appendGroupRegKey(nil, cid, dim, key))
+}
+
+func appendGroupRegKey(dst []byte, cid uint32, dim byte, key string) []byte {
+	dst = append(dst, prefixGroupReg)
+	dst = binary.BigEndian.AppendUint32(dst, cid)
+	dst = append(dst, dim)
+	return append(dst, key...)
 }
 
 func appendGroupRecipKey(dst []byte, cid uint32, recipient string) []byte {
@@ -181,7 +184,10 @@ func (e *Engine) applyBounce(cid uint32, ev *event.Event, recipient string, t in
 			}
 			dim := byte(i + 1)
 			if global {
-				if rk := groupRegKey(c, dim, key); !e.groups[rk] {
+				// Looked up in a scratch buffer: a string is made only
+				// for a new group, not at every bounce.
+				if e.kbuf = appendGroupRegKey(e.kbuf[:0], c, dim, key); !e.groups[string(e.kbuf)] {
+					rk := string(e.kbuf)
 					e.groups[rk] = true
 					e.dirtyGroups = append(e.dirtyGroups, rk)
 				}

@@ -224,6 +224,7 @@ func (e *Engine) dropRecs() error {
 // writeBulk runs stage with a write batch and writes what it staged. Its
 // result says whether the dirty sketches were staged.
 func (e *Engine) writeBulk(stage func(writer) (sketches bool, err error)) error {
+	e.arena = stageArena{} // the previous write is done with its chunks
 	wb := e.db.NewWriteBatch()
 	defer wb.Cancel()
 	cnt := &countingWriter{w: bulkBatch{wb}}
@@ -300,7 +301,7 @@ func (e *Engine) flushBulk(txn writer, seq uint64) error {
 	}
 	for _, ce := range e.counts {
 		if ce.dirty {
-			if err := stageCount(txn, ce); err != nil {
+			if err := e.stageCount(txn, ce); err != nil {
 				return err
 			}
 			ce.dirty = false
@@ -340,19 +341,19 @@ func (e *Engine) evictBulk(txn writer) error {
 	if err != nil {
 		return err
 	}
-	return evict(e.counts, e.cfg.CounterCache, e.gen, func(ce *countEntry) uint32 { return ce.gen }, func(ce *countEntry) error {
+	return e.evictCounts(func(ce *countEntry) error {
 		if !ce.dirty {
 			return nil
 		}
 		ce.dirty = false
-		return stageCount(txn, ce)
+		return e.stageCount(txn, ce)
 	})
 }
 
 // evictClean trims the caches after a commit, when every entry is clean.
 func (e *Engine) evictClean() {
 	_ = evict(e.recs, e.cfg.RecipientCache, e.gen, func(re *recEntry) uint32 { return re.gen }, nil)
-	_ = evict(e.counts, e.cfg.CounterCache, e.gen, func(ce *countEntry) uint32 { return ce.gen }, nil)
+	_ = e.evictCounts(nil)
 }
 
 // countingWriter counts the keys staged through it.

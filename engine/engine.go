@@ -8,13 +8,14 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"math/bits"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/axiomhq/hyperloglog"
-	"github.com/bits-and-blooms/bloom/v3"
 	"github.com/dgraph-io/badger/v4"
+	"github.com/zeebo/xxh3"
 
 	"github.com/mailfunnel/mailfunnel/engine/bounce"
 	"github.com/mailfunnel/mailfunnel/event"
@@ -143,10 +144,12 @@ type Engine struct {
 	// eviction (see evict).
 	recs          map[string]*recEntry
 	counts        map[string]*countEntry
+	series        map[uint64]*seriesEntry // index into counts by series hash (see addCount)
 	dirtyRecs     []*recEntry
 	dirtyCnts     []*countEntry
 	gen           uint32
-	cbuf          []byte      // scratch key buffer of addCount
+	cbuf          []byte      // scratch key buffer of counter
+	arena         stageArena  // keys and values of the state write in progress
 	dirtyCamps    []*campaign // campaigns changed since the last commit
 	camps         map[campKeyT]*campaign
 	groups        map[string]bool // bounce group and domain registry keys known to exist
@@ -172,7 +175,7 @@ type Engine struct {
 	// cannot exist, which saves a Badger read per new key: the dominant
 	// cost of a rebuild. Past freshKeys keys the filter is dropped.
 	fresh    bool
-	written  *bloom.BloomFilter
+	written  *keyFilter
 	writtenN int
 	pending  int    // events applied since the last commit
 	pendSeq  uint64 // seq of the last applied event
@@ -309,7 +312,7 @@ func Open(cfg Config, src Log) (*Engine, error) {
 		return nil, err
 	}
 	if e.fresh {
-		e.written = bloom.NewWithEstimates(freshKeys, 0.01)
+		e.written = newKeyFilter(freshKeys)
 	}
 	if err := e.recoverSketches(); err != nil {
 		_ = db.Close()
@@ -321,7 +324,7 @@ func Open(cfg Config, src Log) (*Engine, error) {
 // resetApplySide empties every apply-side cache and buffer; load fills
 // in what the store holds. Open starts from it, and a replay's swap.
 func (e *Engine) resetApplySide() {
-	e.recs, e.counts = map[string]*recEntry{}, map[string]*countEntry{}
+	e.recs, e.counts, e.series = map[string]*recEntry{}, map[string]*countEntry{}, map[uint64]*seriesEntry{}
 	e.dirtyRecs, e.dirtyCnts, e.dirtyCamps, e.dirtyGroups = nil, nil, nil, nil
 	e.camps, e.campByID, e.nextCID = map[campKeyT]*campaign{}, map[uint32]*campaign{}, 1
 	e.groups = map[string]bool{}
@@ -333,7 +336,7 @@ func (e *Engine) resetApplySide() {
 	e.pending, e.pendSeq = 0, 0
 }
 
-// freshKeys sizes the fresh-store filter: 20M keys at 1% false positives
+// freshKeys sizes the fresh-store filter: 20M keys at about 1% false positives
 // take 24 MiB.
 const freshKeys = 20_000_000
 
@@ -344,12 +347,47 @@ func (e *Engine) mayExistBytes(k []byte) bool {
 	if !e.fresh {
 		return true
 	}
-	if e.written.Test(k) {
+	if e.written.testAndAdd(k) {
 		return true
 	}
-	e.written.Add(k)
 	e.wroteNew()
 	return false
+}
+
+// keyFilter is a blocked Bloom filter of the keys a fresh store holds
+// (see Engine.fresh): a key's bits all lie in one 64-byte block, so that
+// a test and add costs one cache miss instead of one per bit. The filter
+// (24 MiB) is far larger than the CPU caches, and the test runs for every
+// record and counter that misses the engine's caches: with a standard
+// filter its probes cost a rebuild about as much as the counters did. The
+// price is a slightly higher false-positive rate, paid as Badger reads
+// that find nothing; a key that was added is always found.
+type keyFilter struct{ blocks [][8]uint64 }
+
+// keyFilterBits is the filter's size per key: 10 bits, as a standard
+// filter needs for 1% false positives.
+const keyFilterBits = 10
+
+func newKeyFilter(keys int) *keyFilter {
+	return &keyFilter{blocks: make([][8]uint64, max(1, keys*keyFilterBits/512))}
+}
+
+// testAndAdd adds k and reports whether it may have been added before.
+func (f *keyFilter) testAndAdd(k []byte) bool {
+	h := xxh3.Hash128(k)
+	blk, _ := bits.Mul64(h.Hi, uint64(len(f.blocks)))
+	b := &f.blocks[blk]
+	// Seven bits by double hashing within the block's 512.
+	h1, h2 := uint32(h.Lo), uint32(h.Lo>>32)|1
+	present := true
+	for i := uint32(0); i < 7; i++ {
+		bit := (h1 + i*h2) & 511
+		if m := uint64(1) << (bit & 63); b[bit>>6]&m == 0 {
+			present = false
+			b[bit>>6] |= m
+		}
+	}
+	return present
 }
 
 func (e *Engine) wroteNew() {
@@ -715,49 +753,112 @@ func (e *Engine) markDirty(re *recEntry) {
 	}
 }
 
+// seriesEntry indexes the cached counters of one series: its total and
+// the minutes it was last counted in. Every first reach, event count and
+// bounce group moves a total and a minute of one series, so addCount finds
+// both with one lookup of a 64-bit hash instead of two lookups of long
+// string keys (in the profile of a rebuild, map lookups were most of the
+// counters' cost). counts stays the owner of the entries: the index only
+// points into it, and is dropped whenever counts loses an entry (evict),
+// so it never points at an entry that left.
+type seriesEntry struct {
+	s       string // the series, to tell hash collisions apart
+	total   *countEntry
+	minutes [seriesMinutes]*countEntry // most recently added first
+}
+
+// seriesMinutes is how many minutes of a series the index remembers: live
+// events of a series cluster in the current minute and the one or two
+// before it (late and out-of-order ones).
+const seriesMinutes = 4
+
 // addCount adds d to series s (a key prefix) at event time t, in its total
 // and its minute. Like recipient, it allocates only on a cache miss.
 func (e *Engine) addCount(s []byte, t int64, d int64) error {
 	minute := floorDiv(t, microsPerMinute)
-	for _, lk := range [...]struct {
-		level  byte
-		bucket int64
-	}{{levelTotal, 0}, {levelMinute, minute}} {
-		e.cbuf = append(append(e.cbuf[:0], s...), lk.level)
-		e.cbuf = binary.BigEndian.AppendUint64(e.cbuf, sortable(lk.bucket))
-		ce, ok := e.counts[string(e.cbuf)]
-		if !ok {
-			ce = &countEntry{key: string(e.cbuf)}
-			var item *badger.Item
-			var err error
-			if e.mayExistBytes(e.cbuf) {
-				item, err = e.rtxn.Get(e.cbuf)
-			} else {
-				err = badger.ErrKeyNotFound
-			}
-			switch {
-			case errors.Is(err, badger.ErrKeyNotFound):
-			case err != nil:
-				return fmt.Errorf("read counter: %w", err)
-			default:
-				if err := item.Value(func(v []byte) error { return ce.decode(lk.level, v) }); err != nil {
-					return err
-				}
-			}
-			e.counts[ce.key] = ce
+	h := xxh3.Hash(s)
+	se := e.series[h]
+	if se == nil || se.s != string(s) {
+		// New, or a hash collision: the newer series takes the slot, the
+		// other one is found through counts when it comes back.
+		se = &seriesEntry{s: string(s)}
+		e.series[h] = se
+	}
+	if se.total == nil {
+		ce, err := e.counter(s, levelTotal, 0)
+		if err != nil {
+			return err
 		}
-		ce.gen = e.gen
-		if lk.level == levelMinute {
-			ce.add(int32(t-minute*microsPerMinute), d)
-		} else {
-			ce.n += d
-		}
-		if !ce.dirty {
-			ce.dirty = true
-			e.dirtyCnts = append(e.dirtyCnts, ce)
+		se.total = ce
+	}
+	var me *countEntry
+	for _, ce := range se.minutes {
+		if ce != nil && ce.minute == minute {
+			me = ce
+			break
 		}
 	}
+	if me == nil {
+		var err error
+		if me, err = e.counter(s, levelMinute, minute); err != nil {
+			return err
+		}
+		copy(se.minutes[1:], se.minutes[:seriesMinutes-1])
+		se.minutes[0] = me
+	}
+	se.total.n += d
+	me.add(int32(t-minute*microsPerMinute), d)
+	e.touchCount(se.total)
+	e.touchCount(me)
 	return nil
+}
+
+func (e *Engine) touchCount(ce *countEntry) {
+	ce.gen = e.gen
+	if !ce.dirty {
+		ce.dirty = true
+		e.dirtyCnts = append(e.dirtyCnts, ce)
+	}
+}
+
+// counter returns the cached counter of series s at level and bucket,
+// reading it from the store on a miss.
+func (e *Engine) counter(s []byte, level byte, bucket int64) (*countEntry, error) {
+	e.cbuf = append(append(e.cbuf[:0], s...), level)
+	e.cbuf = binary.BigEndian.AppendUint64(e.cbuf, sortable(bucket))
+	if ce, ok := e.counts[string(e.cbuf)]; ok {
+		return ce, nil
+	}
+	ce := &countEntry{key: string(e.cbuf), minute: bucket}
+	var item *badger.Item
+	var err error
+	if e.mayExistBytes(e.cbuf) {
+		item, err = e.rtxn.Get(e.cbuf)
+	} else {
+		err = badger.ErrKeyNotFound
+	}
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+	case err != nil:
+		return nil, fmt.Errorf("read counter: %w", err)
+	default:
+		if err := item.Value(func(v []byte) error { return ce.decode(level, v) }); err != nil {
+			return nil, err
+		}
+	}
+	e.counts[ce.key] = ce
+	return ce, nil
+}
+
+// evictCounts trims the counter cache (see evict), and drops the series
+// index if any counter left, so that it never points at one.
+func (e *Engine) evictCounts(drop func(*countEntry) error) error {
+	n := len(e.counts)
+	err := evict(e.counts, e.cfg.CounterCache, e.gen, func(ce *countEntry) uint32 { return ce.gen }, drop)
+	if len(e.counts) != n {
+		clear(e.series)
+	}
+	return err
 }
 
 func getInt(txn *badger.Txn, k []byte) (int64, error) {
@@ -793,6 +894,7 @@ func (e *Engine) commit() error {
 	if e.pending > 0 {
 		seq = e.pendSeq
 	}
+	e.arena = stageArena{} // the previous write is done with its chunks
 	t := e.db.NewTransaction(true)
 	defer t.Discard()
 	txn := atomicTxn{t}
@@ -802,7 +904,7 @@ func (e *Engine) commit() error {
 		}
 	}
 	for _, ce := range e.dirtyCnts {
-		if err := stageCount(txn, ce); err != nil {
+		if err := e.stageCount(txn, ce); err != nil {
 			return err
 		}
 	}
@@ -812,9 +914,9 @@ func (e *Engine) commit() error {
 	for r, v := range e.dirtySup {
 		var err error
 		if v == nil {
-			err = txn.Delete(supPubKey(r))
+			err = txn.Delete(e.supPubKey(r))
 		} else {
-			err = txn.Set(supPubKey(r), v)
+			err = txn.Set(e.supPubKey(r), v)
 		}
 		if err != nil {
 			return fmt.Errorf("stage suppression: %w", err)
@@ -882,8 +984,40 @@ func (e *Engine) commit() error {
 	return nil
 }
 
+// stageArena holds the keys and values staged for one state write.
+// Badger keeps the slices Set is given until the write is done, so each
+// needs memory of its own, but not an allocation of its own: two per key
+// were most of the engine's own allocations in the memory profile of
+// BenchmarkEngine_Follow. Chunks are not reused: the arena starts afresh
+// at each write, and the garbage collector frees the old chunks.
+type stageArena struct{ buf []byte }
+
+const stageChunk = 256 << 10
+
+// free returns an empty slice over the rest of the current chunk, with
+// room for at least n bytes.
+func (a *stageArena) free(n int) []byte {
+	if cap(a.buf)-len(a.buf) < n {
+		a.buf = make([]byte, 0, max(stageChunk, n))
+	}
+	return a.buf[len(a.buf):len(a.buf):cap(a.buf)]
+}
+
+// keep takes b, made by appending to free's slice, out of the free space
+// and returns it. If b outgrew that space (append moved it elsewhere),
+// the chunk stays as it was.
+func (a *stageArena) keep(b []byte) []byte {
+	if n := len(a.buf) + len(b); len(b) > 0 && n <= cap(a.buf) && &a.buf[:n][n-len(b)] == &b[0] {
+		a.buf = a.buf[:n]
+	}
+	return b
+}
+
+// bytes copies s into the arena.
+func (a *stageArena) bytes(s string) []byte { return a.keep(append(a.free(len(s)), s...)) }
+
 func (e *Engine) stageRec(txn writer, re *recEntry) error {
-	if err := txn.Set([]byte(re.key), re.encode(re.key, nil)); err != nil {
+	if err := txn.Set(e.arena.bytes(re.key), e.arena.keep(re.encode(re.key, e.arena.free(64)))); err != nil {
 		return fmt.Errorf("stage recipient state: %w", err)
 	}
 	if re.pub {
@@ -892,13 +1026,13 @@ func (e *Engine) stageRec(txn writer, re *recEntry) error {
 	return nil
 }
 
-func stageCount(txn writer, ce *countEntry) error {
+func (e *Engine) stageCount(txn writer, ce *countEntry) error {
 	k := ce.key
 	var err error
 	if level := k[len(k)-9]; ce.n == 0 && len(ce.detail) == 0 && level != levelTotal {
-		err = txn.Delete([]byte(k))
+		err = txn.Delete(e.arena.bytes(k))
 	} else {
-		err = txn.Set([]byte(k), ce.encode(k[len(k)-9]))
+		err = txn.Set(e.arena.bytes(k), e.arena.keep(ce.encode(e.arena.free(64), level)))
 	}
 	if err != nil {
 		return fmt.Errorf("stage counter: %w", err)

@@ -214,6 +214,11 @@ func supPubKey(recipient string) []byte {
 	return append([]byte{prefixSupPub}, recipient...)
 }
 
+// supPubKey returns the API record key of recipient, in the stage arena.
+func (e *Engine) supPubKey(recipient string) []byte {
+	return e.arena.keep(append(append(e.arena.free(1+len(recipient)), prefixSupPub), recipient...))
+}
+
 func liftKey(seq uint64, recipient string) string {
 	b := make([]byte, 9, 9+len(recipient))
 	b[0] = prefixLift
@@ -334,9 +339,9 @@ func (e *Engine) stagePublished(txn writer, re *recEntry) error {
 		return err
 	}
 	if v == nil {
-		err = txn.Delete(supPubKey(r))
+		err = txn.Delete(e.supPubKey(r))
 	} else {
-		err = txn.Set(supPubKey(r), v)
+		err = txn.Set(e.supPubKey(r), v)
 	}
 	if err != nil {
 		return fmt.Errorf("stage suppression: %w", err)
