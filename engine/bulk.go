@@ -249,6 +249,7 @@ func (e *Engine) writeBulk(stage func(writer) (sketches bool, err error)) error 
 	// dirty in this one (for maxDirty).
 	e.dirtyRecs = e.dirtyRecs[:0]
 	e.dirtyCnts = e.dirtyCnts[:0]
+	e.dirtyBytes = 0
 	e.gen++
 	e.statsMu.Lock()
 	e.stats.Keys += uint64(cnt.n)

@@ -121,6 +121,24 @@ func (e *Engine) maxDirty() int {
 	return 60_000
 }
 
+// maxDirtyBytes bounds a normal-mode transaction's size as maxDirty bounds
+// its keys: Badger refuses a transaction past 15% of the memtable (9.6 MiB
+// here), and state plus checkpoint must commit as one. Keys alone do not
+// bound it: a minute counter of microsecond-dated events keeps a detail
+// entry per distinct offset, so catching up on a backlog could stage
+// 60,000 values of up to 4 KiB each (larger ones go to the value log and
+// count as a pointer). The budget leaves room for the campaigns,
+// suppressions, marks and sketches staged beside them. (A variable so that
+// a test can shrink it.)
+var maxDirtyBytes = 4 << 20
+
+// Per-entry estimates for dirtyBytes, upper bounds of what Badger counts
+// (key, value up to its 4 KiB value threshold, version and metas).
+const (
+	recBytes    = 64 + 256 // key; funnel, bounce-group or suppression record
+	detailBytes = 8        // one more offset in a minute's detail
+)
+
 // Engine applies the log to the state store. Run drives it; the query
 // methods (Funnel, Campaigns, ...) may be called concurrently with Run and
 // read the last committed state.
@@ -179,6 +197,9 @@ type Engine struct {
 	writtenN int
 	pending  int    // events applied since the last commit
 	pendSeq  uint64 // seq of the last applied event
+	// dirtyBytes over-estimates what the dirty records and counters add
+	// to a transaction (see maxDirtyBytes).
+	dirtyBytes int
 	// part selects what apply applies, in bulk passes (see bulk.go): of
 	// the recipient part, only partition partI of partN. records counts
 	// the recipient records a bulk range touches, in its first pass.
@@ -333,7 +354,7 @@ func (e *Engine) resetApplySide() {
 	e.sketches, e.dirtySketches, e.sketchSeq = map[sketchKey]*sketchEntry{}, nil, 0
 	e.marks, e.dirtyMarks = map[string]*sourceMark{}, nil
 	e.fresh, e.written, e.writtenN = false, nil, 0
-	e.pending, e.pendSeq = 0, 0
+	e.pending, e.pendSeq, e.dirtyBytes = 0, 0, 0
 }
 
 // freshKeys sizes the fresh-store filter: 20M keys at about 1% false positives
@@ -361,7 +382,9 @@ func (e *Engine) mayExistBytes(k []byte) bool {
 // record and counter that misses the engine's caches: with a standard
 // filter its probes cost a rebuild about as much as the counters did. The
 // price is a slightly higher false-positive rate, paid as Badger reads
-// that find nothing; a key that was added is always found.
+// that find nothing; a key that was added is always found. (No blocked
+// filter library is among the modules this build can fetch, and
+// bits-and-blooms' filter, used before, probes a cache line per bit.)
 type keyFilter struct{ blocks [][8]uint64 }
 
 // keyFilterBits is the filter's size per key: 10 bits, as a standard
@@ -553,7 +576,8 @@ func (e *Engine) CatchUp(ctx context.Context, progress func(applied uint64)) err
 			if err := e.apply(ev); err != nil {
 				return err
 			}
-			if e.pending >= e.cfg.BatchEvents || len(e.dirtyRecs)+len(e.dirtyCnts) >= e.maxDirty() {
+			if e.pending >= e.cfg.BatchEvents || len(e.dirtyRecs)+len(e.dirtyCnts) >= e.maxDirty() ||
+				!e.cfg.Bulk && e.dirtyBytes >= maxDirtyBytes {
 				if err := e.commit(); err != nil {
 					return err
 				}
@@ -750,6 +774,7 @@ func (e *Engine) markDirty(re *recEntry) {
 	if !re.dirty {
 		re.dirty = true
 		e.dirtyRecs = append(e.dirtyRecs, re)
+		e.dirtyBytes += recBytes
 	}
 }
 
@@ -810,6 +835,7 @@ func (e *Engine) addCount(s []byte, t int64, d int64) error {
 	me.add(int32(t-minute*microsPerMinute), d)
 	e.touchCount(se.total)
 	e.touchCount(me)
+	e.dirtyBytes += detailBytes
 	return nil
 }
 
@@ -818,6 +844,7 @@ func (e *Engine) touchCount(ce *countEntry) {
 	if !ce.dirty {
 		ce.dirty = true
 		e.dirtyCnts = append(e.dirtyCnts, ce)
+		e.dirtyBytes += len(ce.key) + 24 + min(len(ce.detail)*detailBytes, 4<<10)
 	}
 }
 
@@ -898,15 +925,24 @@ func (e *Engine) commit() error {
 	t := e.db.NewTransaction(true)
 	defer t.Discard()
 	txn := atomicTxn{t}
+	var w writer = txn
+	var sized *sizingWriter
+	if stagedSizeHook != nil {
+		sized = &sizingWriter{writer: txn}
+		w = sized
+	}
 	for _, re := range e.dirtyRecs {
-		if err := e.stageRec(txn, re); err != nil {
+		if err := e.stageRec(w, re); err != nil {
 			return err
 		}
 	}
 	for _, ce := range e.dirtyCnts {
-		if err := e.stageCount(txn, ce); err != nil {
+		if err := e.stageCount(w, ce); err != nil {
 			return err
 		}
+	}
+	if sized != nil {
+		stagedSizeHook(sized.n, e.dirtyBytes)
 	}
 	if err := e.stageCatalogue(txn); err != nil {
 		return err
@@ -965,6 +1001,7 @@ func (e *Engine) commit() error {
 	e.dirtyCamps = e.dirtyCamps[:0]
 	e.dirtyRecs = e.dirtyRecs[:0]
 	e.dirtyCnts = e.dirtyCnts[:0]
+	e.dirtyBytes = 0
 	e.dirtyGroups = e.dirtyGroups[:0]
 	clear(e.dirtySup)
 	e.journal = e.journal[:0]
@@ -1072,6 +1109,34 @@ type writer interface {
 	Set(k, v []byte) error
 	Delete(k []byte) error
 	commit() error
+}
+
+// stagedSizeHook, set by tests, receives each normal-mode commit's staged
+// record and counter bytes (as Badger counts them against its transaction
+// limit) and the dirtyBytes estimate, which must not be below them.
+var stagedSizeHook func(staged, estimate int)
+
+// sizingWriter counts what Badger's transaction size check counts: key and
+// value, or key and a value pointer for values past the value threshold
+// (4 KiB, storage.OpenBadgerOptions), plus the version and metas.
+type sizingWriter struct {
+	writer
+	n int
+}
+
+func (w *sizingWriter) Set(k, v []byte) error {
+	w.n += len(k) + 10 + 2
+	if len(v) < 4<<10 {
+		w.n += len(v)
+	} else {
+		w.n += 12
+	}
+	return w.writer.Set(k, v)
+}
+
+func (w *sizingWriter) Delete(k []byte) error {
+	w.n += len(k) + 10 + 2
+	return w.writer.Delete(k)
 }
 
 type atomicTxn struct{ *badger.Txn }

@@ -571,3 +571,52 @@ func TestRunFollowsLog(t *testing.T) {
 	require.Equal(t, l.LastSeq(), eng.Applied())
 	require.Zero(t, eng.Lag())
 }
+
+// A backlog of microsecond-dated events makes minute counters with one
+// detail entry per event: what one transaction stages grows with the
+// values, not only with the keys, and past Badger's limit (15% of the
+// memtable) state and checkpoint could not commit together. The engine
+// commits early on a byte budget; this checks, with the budget shrunk,
+// that its estimate is an upper bound of what every commit staged, that
+// the budget (not BatchEvents) ended the transactions, and that the
+// answers are those of one big transaction.
+func TestCommitsStayWithinTransactionBytes(t *testing.T) {
+	const budget = 16 << 10
+	commits, over := 0, 0
+	restore := engine.SetStagedSizeHook(budget, func(staged, estimate int) {
+		commits++
+		if staged > estimate {
+			over++
+			t.Errorf("commit staged %d bytes, estimated %d", staged, estimate)
+		}
+	})
+	defer restore()
+
+	l := storagetest.New(t)
+	rng := rand.New(rand.NewPCG(3, 3))
+	stream := randomStream(rng, 3000)
+	for i := range stream {
+		// All in one minute, each at its own microsecond.
+		stream[i].EventTime = base.Add(time.Duration(i)*time.Microsecond + time.Duration(rng.IntN(1000))*time.Microsecond)
+	}
+	_, err := l.AppendCtx(stream...)
+	require.NoError(t, err)
+	cfg := engine.DefaultConfig(t.TempDir())
+	cfg.BatchEvents = 1_000_000
+	eng, err := engine.Open(cfg, l)
+	require.NoError(t, err)
+	defer eng.Close()
+	require.NoError(t, eng.CatchUp(context.Background(), nil))
+	require.Greater(t, commits, 3, "the byte budget should have split the catch-up")
+	require.Zero(t, over)
+
+	events := accepted(t, l)
+	for _, c := range []string{"c0", "c1", "c2"} {
+		ref := engine.CampaignRef{Source: "sp", Account: "a1", Campaign: c}
+		for _, r := range []engine.Range{{}, {From: base.Add(700 * time.Microsecond), To: base.Add(2100 * time.Microsecond)}} {
+			f, err := eng.Funnel(ref, r)
+			require.NoError(t, err)
+			require.Equal(t, naiveFunnel(events, ref, r), flatten(f), "%s %v", c, r)
+		}
+	}
+}

@@ -12,3 +12,11 @@ func Crash(e *Engine) error {
 	})
 	return e.closeErr
 }
+
+// SetStagedSizeHook sets stagedSizeHook and the transaction byte budget
+// for one test; the returned function restores both.
+func SetStagedSizeHook(budget int, hook func(staged, estimate int)) (restore func()) {
+	oldBudget, oldHook := maxDirtyBytes, stagedSizeHook
+	maxDirtyBytes, stagedSizeHook = budget, hook
+	return func() { maxDirtyBytes, stagedSizeHook = oldBudget, oldHook }
+}
