@@ -278,15 +278,7 @@ func (e *Engine) commitBulk() error {
 	}
 	e.sketchesWritten(seq)
 	e.evictClean()
-	n := e.pending
-	e.pending = 0
-	e.applied.Store(seq)
-	ch := make(chan struct{})
-	close(*e.appliedCh.Swap(&ch))
-	e.statsMu.Lock()
-	e.stats.Applied += uint64(n)
-	e.stats.Commits++
-	e.statsMu.Unlock()
+	e.committed(seq, 0)
 	return nil
 }
 

@@ -948,14 +948,8 @@ func (e *Engine) commit() error {
 		return err
 	}
 	for r, v := range e.dirtySup {
-		var err error
-		if v == nil {
-			err = txn.Delete(e.supPubKey(r))
-		} else {
-			err = txn.Set(e.supPubKey(r), v)
-		}
-		if err != nil {
-			return fmt.Errorf("stage suppression: %w", err)
+		if err := e.stageSup(txn, r, v); err != nil {
+			return err
 		}
 	}
 	for _, k := range e.journal {
@@ -1007,18 +1001,23 @@ func (e *Engine) commit() error {
 	e.journal = e.journal[:0]
 	e.evictClean()
 	e.gen++
+	e.committed(seq, nkeys)
+	return nil
+}
+
+// committed publishes seq as applied once its state is in the store: it
+// wakes WaitApplied and counts the commit.
+func (e *Engine) committed(seq uint64, keys int) {
 	n := e.pending
 	e.pending = 0
 	e.applied.Store(seq)
 	ch := make(chan struct{})
 	close(*e.appliedCh.Swap(&ch))
-
 	e.statsMu.Lock()
 	e.stats.Applied += uint64(n)
 	e.stats.Commits++
-	e.stats.Keys += uint64(nkeys)
+	e.stats.Keys += uint64(keys)
 	e.statsMu.Unlock()
-	return nil
 }
 
 // stageArena holds the keys and values staged for one state write.

@@ -338,6 +338,17 @@ func (e *Engine) stagePublished(txn writer, re *recEntry) error {
 	if err != nil {
 		return err
 	}
+	if err := e.stageSup(txn, r, v); err != nil {
+		return err
+	}
+	re.pub = false
+	return nil
+}
+
+// stageSup stages recipient r's API suppression record v ('S'), or its
+// deletion when v is nil.
+func (e *Engine) stageSup(txn writer, r string, v []byte) error {
+	var err error
 	if v == nil {
 		err = txn.Delete(e.supPubKey(r))
 	} else {
@@ -346,7 +357,6 @@ func (e *Engine) stagePublished(txn writer, re *recEntry) error {
 	if err != nil {
 		return fmt.Errorf("stage suppression: %w", err)
 	}
-	re.pub = false
 	return nil
 }
 

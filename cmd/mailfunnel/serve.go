@@ -353,7 +353,8 @@ func (s *ServeCommand) Run(ctx context.Context, args []string) error {
 	return err
 }
 
-func runGC(ctx context.Context, every time.Duration, log *storage.Log, logger *slog.Logger) error {
+// tick calls fn every `every` until ctx ends.
+func tick(ctx context.Context, every time.Duration, fn func()) error {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -361,28 +362,27 @@ func runGC(ctx context.Context, every time.Duration, log *storage.Log, logger *s
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			if err := log.RunGC(); err != nil {
-				logger.Warn("value log gc", "err", err)
-			}
+			fn()
 		}
 	}
+}
+
+func runGC(ctx context.Context, every time.Duration, log *storage.Log, logger *slog.Logger) error {
+	return tick(ctx, every, func() {
+		if err := log.RunGC(); err != nil {
+			logger.Warn("value log gc", "err", err)
+		}
+	})
 }
 
 // runRetention trims the log every `every` to the events received within
 // keep, never past what consumed reports as read by every reader.
 func runRetention(ctx context.Context, every, keep time.Duration, log *storage.Log, consumed func() (uint64, error), logger *slog.Logger) error {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
+	return tick(ctx, every, func() {
 		upTo, err := consumed()
 		if err != nil {
 			logger.Warn("retention", "err", err)
-			continue
+			return
 		}
 		var total uint64
 		for {
@@ -401,7 +401,7 @@ func runRetention(ctx context.Context, every, keep time.Duration, log *storage.L
 		if total > 0 {
 			logger.Info("retention: log trimmed", "events", total, "first_seq", log.FirstSeq())
 		}
-	}
+	})
 }
 
 const serverInfoFile = "server.json"
