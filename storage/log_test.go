@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -259,4 +260,31 @@ func TestLargeBatchSpansEntries(t *testing.T) {
 	res, err = l.AppendCtx(batch[20_000:]...)
 	require.NoError(t, err)
 	require.Equal(t, 5_000, res.Duplicates)
+}
+
+// ReadFromView yields the same events as ReadFrom, from any position;
+// only the lifetime of their strings differs.
+func TestReadFromViewMatchesReadFrom(t *testing.T) {
+	l := storagetest.New(t)
+	for b := 0; b < 5; b++ {
+		batch := make([]event.Event, 0, 7)
+		for i := 0; i < 7; i++ {
+			batch = append(batch, ev(b*7+i))
+		}
+		_, err := l.AppendCtx(batch...)
+		require.NoError(t, err)
+	}
+	for _, from := range []uint64{1, 4, 15, 35, 36} {
+		want := readAll(t, l, from)
+		var got []event.Event
+		require.NoError(t, l.ReadFromView(context.Background(), from, func(e *event.Event) error {
+			c := *e
+			c.Recipient = strings.Clone(c.Recipient) // kept past fn
+			c.Source, c.Provider, c.ProviderEvent = strings.Clone(c.Source), strings.Clone(c.Provider), strings.Clone(c.ProviderEvent)
+			c.Account, c.Campaign, c.RecipientDomain = strings.Clone(c.Account), strings.Clone(c.Campaign), strings.Clone(c.RecipientDomain)
+			got = append(got, c)
+			return nil
+		}))
+		require.Equal(t, want, got, "from %d", from)
+	}
 }
