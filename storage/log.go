@@ -334,6 +334,12 @@ func RunValueLogGC(db *badger.DB) error {
 	}
 }
 
+// Settle waits for the compactions Badger has pending and then compacts
+// the whole LSM tree into one level, so that no background table building
+// is left from what was written before. It is for benchmarks and
+// maintenance after a bulk load; appends may continue meanwhile.
+func (l *Log) Settle() error { return l.db.Flatten(2) }
+
 // Size reports Badger's LSM and value-log sizes in bytes.
 func (l *Log) Size() (lsm, vlog int64) { return l.db.Size() }
 
