@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -77,16 +76,6 @@ func benchExport(b *testing.B, n int) {
 		require.NoError(b, err)
 
 		b.StopTimer()
-		{
-			d := slices.Clone(export.DbgSync)
-			export.DbgSync = nil
-			slices.Sort(d)
-			var sum time.Duration
-			for _, x := range d {
-				sum += x
-			}
-			b.Logf("syncs %d p50 %v p90 %v max %v sum %v", len(d), d[len(d)/2], d[len(d)*9/10], d[len(d)-1], sum)
-		}
 		b.Logf("export %d: %v, %.0f rows/s, %v CPU", i, time.Since(t0).Round(time.Millisecond), float64(run.Rows)/time.Since(t0).Seconds(), (cpuTime(b) - cpu0).Round(time.Millisecond))
 		cpu += cpuTime(b) - cpu0
 		require.Equal(b, int64(n), run.Rows)
@@ -110,5 +99,3 @@ func cpuTime(tb testing.TB) time.Duration {
 	require.NoError(tb, syscall.Getrusage(syscall.RUSAGE_SELF, &ru))
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
-
-func TestDbgDump(t *testing.T) {}
