@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mailfunnel/mailfunnel/export"
+	"github.com/mailfunnel/mailfunnel/internal/procs"
 	"github.com/mailfunnel/mailfunnel/storage"
 	"github.com/mailfunnel/mailfunnel/storage/storagetest"
 )
@@ -34,6 +36,9 @@ func BenchmarkExport(b *testing.B) {
 }
 
 func benchExport(b *testing.B, n int) {
+	// One more P than cores, as the mailfunnel binary runs (see package
+	// procs); GOMAXPROCS=2 in the environment measures without it.
+	defer runtime.GOMAXPROCS(procs.Set())
 	cfg := storage.DefaultConfig(b.TempDir())
 	cfg.NoSync = true
 	l := storagetest.NewConfig(b, cfg)

@@ -12,9 +12,12 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/mailfunnel/mailfunnel/internal/procs"
 )
 
 func main() {
+	procs.Set()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	m := &Main{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, stopSignals: stop}
 	err := m.Run(ctx, os.Args[1:])
