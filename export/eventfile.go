@@ -8,8 +8,11 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/parquet-go/parquet-go"
 	"github.com/parquet-go/parquet-go/encoding/rle"
@@ -190,7 +193,6 @@ type fileWriter struct {
 	// group (-1: not seen yet), so that the type column, which changes
 	// from row to row, costs no string comparisons.
 	typeIdx [256]int32
-	zbody   []byte
 
 	rowGroups []format.RowGroup
 	colIdx    []format.ColumnIndex // row group by row group, column by column
@@ -210,6 +212,16 @@ type colBuf struct {
 	idx  []int32  // dictionary indexes
 	d    dict     // dictionary
 	ci   chunkIdx // the chunk being written
+
+	// The chunk encoded in memory, offsets relative to its start: the
+	// columns of a row group are encoded concurrently, then written one
+	// after the other (see writeRowGroup).
+	out   []byte
+	hdr   bytes.Buffer
+	henc  *thrift.Encoder
+	zbody []byte
+	cc    format.ColumnChunk
+	err   error
 }
 
 // cut ends a page of a plain BYTE_ARRAY column.
@@ -224,8 +236,10 @@ func newFileWriter(t *eventTemplate, codec *zstdCodec, rowGroupRows int) *fileWr
 	w.henc = thrift.NewEncoder(new(thrift.CompactProtocol).NewWriter(&w.hdr))
 	w.cols = make([]colBuf, len(t.cols))
 	for i := range w.cols {
-		w.cols[i].eventColumn = &t.cols[i]
-		w.bySrc[t.cols[i].src] = &w.cols[i]
+		c := &w.cols[i]
+		c.eventColumn = &t.cols[i]
+		c.henc = thrift.NewEncoder(new(thrift.CompactProtocol).NewWriter(&c.hdr))
+		w.bySrc[t.cols[i].src] = c
 	}
 	return w
 }
@@ -344,16 +358,79 @@ func (w *fileWriter) writeRowGroup(p *part, keys []sortKey) error {
 		Ordinal: int16(len(w.rowGroups)),
 		Columns: make([]format.ColumnChunk, len(w.cols)),
 	}
+	if err := w.encodeChunks(len(keys)); err != nil {
+		return err
+	}
 	for i := range w.cols {
-		cc, err := w.writeChunk(&w.cols[i], len(keys))
-		if err != nil {
-			return err
-		}
+		c := &w.cols[i]
+		c.place(w.off)
+		w.put(c.out)
+		w.colIdx = append(w.colIdx, c.ci.ci)
+		w.offIdx = append(w.offIdx, c.ci.oi)
+		cc := c.cc
 		rg.Columns[i] = cc
 		rg.TotalByteSize += cc.MetaData.TotalUncompressedSize
 		rg.TotalCompressedSize += cc.MetaData.TotalCompressedSize
 	}
 	w.rowGroups = append(w.rowGroups, rg)
+	return nil
+}
+
+// encodeChunks encodes every column's chunk of the row group into its
+// own buffer, on up to GOMAXPROCS goroutines. A file is otherwise
+// written by one goroutine, and a step's events usually fall into one or
+// two hours: without this, exporting a log written in time order (the
+// common case) kept one core busy, not two.
+func (w *fileWriter) encodeChunks(rows int) error {
+	var next atomic.Int32
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(w.cols)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(w.cols) {
+					return
+				}
+				c := &w.cols[i]
+				c.out = c.out[:0]
+				c.cc, c.err = c.writeChunk(w.codec, rows)
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range w.cols {
+		if err := w.cols[i].err; err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// place moves the chunk's offsets, relative to its start, to base: where
+// the chunk starts in the file.
+func (c *colBuf) place(base int64) {
+	c.cc.FileOffset += base
+	c.cc.MetaData.DataPageOffset += base
+	if c.dict {
+		c.cc.MetaData.DictionaryPageOffset += base
+	}
+	for j := range c.ci.oi.PageLocations {
+		c.ci.oi.PageLocations[j].Offset += base
+	}
+}
+
+// off is the size of the chunk encoded so far.
+func (c *colBuf) off() int64 { return int64(len(c.out)) }
+
+// encode appends v to the chunk in thrift compact encoding.
+func (c *colBuf) encode(v any) error {
+	c.hdr.Reset()
+	if err := c.henc.Encode(v); err != nil {
+		return fmt.Errorf("encode parquet %T: %w", v, err)
+	}
+	c.out = append(c.out, c.hdr.Bytes()...)
 	return nil
 }
 
@@ -397,31 +474,32 @@ type chunkIdx struct {
 	npages int32
 }
 
-// writeChunk writes the buffered values of column c as one column chunk.
-func (w *fileWriter) writeChunk(c *colBuf, rows int) (format.ColumnChunk, error) {
+// writeChunk encodes the buffered values of column c as one column chunk
+// into c.out, with offsets relative to its start (see place).
+func (c *colBuf) writeChunk(codec *zstdCodec, rows int) (format.ColumnChunk, error) {
 	ch := &c.ci
 	*ch = chunkIdx{meta: c.meta}
 	ch.meta.NumValues = int64(rows)
-	start := w.off
+	start := c.off()
 	var err error
 	switch {
 	case c.dict:
-		err = w.writeDictPages(c)
+		err = c.writeDictPages(codec)
 	case c.typ == format.ByteArray:
 		if c.n > 0 || len(c.cuts) == 0 {
 			c.cut()
 		}
-		ch.meta.DataPageOffset = w.off
+		ch.meta.DataPageOffset = c.off()
 		from := 0
 		for _, k := range c.cuts {
-			if err = w.writePage(ch, dataPageHeader(k.rows, format.Plain), c.body[from:k.end], k.rows, k.lo, k.hi); err != nil {
+			if err = c.writePage(codec, dataPageHeader(k.rows, format.Plain), c.body[from:k.end], k.rows, k.lo, k.hi); err != nil {
 				break
 			}
 			from = k.end
 		}
 	default:
-		ch.meta.DataPageOffset = w.off
-		err = w.writeIntPages(c)
+		ch.meta.DataPageOffset = c.off()
+		err = c.writeIntPages(codec)
 	}
 	if err != nil {
 		return format.ColumnChunk{}, err
@@ -443,8 +521,6 @@ func (w *fileWriter) writeChunk(c *colBuf, rows int) (format.ColumnChunk, error)
 			ch.ci.MaxValues[i] = truncateMax(ch.ci.MaxValues[i])
 		}
 	}
-	w.colIdx = append(w.colIdx, ch.ci)
-	w.offIdx = append(w.offIdx, ch.oi)
 	return format.ColumnChunk{FileOffset: start, MetaData: ch.meta}, nil
 }
 
@@ -458,28 +534,29 @@ func dataEncoding(dict bool) format.Encoding {
 // writePage compresses body and writes it as a page with header h. Data
 // pages are recorded in the chunk's offset and column indexes with their
 // bounds min and max (plain encoded, without length prefix).
-func (w *fileWriter) writePage(ch *chunkIdx, h *format.PageHeader, body []byte, rows int, min, max []byte) error {
-	z, err := w.codec.Encode(w.zbody[:0], body)
+func (c *colBuf) writePage(codec *zstdCodec, h *format.PageHeader, body []byte, rows int, min, max []byte) error {
+	ch := &c.ci
+	z, err := codec.Encode(c.zbody[:0], body)
 	if err != nil {
 		return fmt.Errorf("compress parquet page: %w", err)
 	}
-	w.zbody = z
+	c.zbody = z
 	h.UncompressedPageSize = int32(len(body))
 	h.CompressedPageSize = int32(len(z))
 	h.CRC = int32(crc32.ChecksumIEEE(z))
-	off := w.off
-	if err := w.encode(h); err != nil {
+	off := c.off()
+	if err := c.encode(h); err != nil {
 		return err
 	}
-	w.put(z)
-	hlen := w.off - off - int64(len(z))
+	c.out = append(c.out, z...)
+	hlen := c.off() - off - int64(len(z))
 	ch.meta.TotalUncompressedSize += hlen + int64(len(body))
-	ch.meta.TotalCompressedSize += w.off - off
+	ch.meta.TotalCompressedSize += c.off() - off
 	if h.Type != format.DataPage {
 		return nil
 	}
 	ch.oi.PageLocations = append(ch.oi.PageLocations, format.PageLocation{
-		Offset: off, CompressedPageSize: int32(w.off - off), FirstRowIndex: ch.rows,
+		Offset: off, CompressedPageSize: int32(c.off() - off), FirstRowIndex: ch.rows,
 	})
 	ch.ci.NullPages = append(ch.ci.NullPages, false)
 	ch.ci.NullCounts = append(ch.ci.NullCounts, 0)
@@ -512,7 +589,7 @@ func plainInt(b []byte, typ format.Type, v int64) []byte {
 }
 
 // writeIntPages writes the PLAIN INT64 or INT32 pages of c.
-func (w *fileWriter) writeIntPages(c *colBuf) error {
+func (c *colBuf) writeIntPages(codec *zstdCodec) error {
 	size := 8
 	if c.typ == format.Int32 {
 		size = 4
@@ -527,7 +604,7 @@ func (w *fileWriter) writeIntPages(c *colBuf) error {
 			body = plainInt(body, c.typ, v)
 		}
 		c.body = body
-		if err := w.writePage(&c.ci, dataPageHeader(n, format.Plain), body, n, plainInt(nil, c.typ, lo), plainInt(nil, c.typ, hi)); err != nil {
+		if err := c.writePage(codec, dataPageHeader(n, format.Plain), body, n, plainInt(nil, c.typ, lo), plainInt(nil, c.typ, hi)); err != nil {
 			return err
 		}
 		vals = vals[n:]
@@ -537,7 +614,7 @@ func (w *fileWriter) writeIntPages(c *colBuf) error {
 
 // writeDictPages writes a dictionary page of the chunk's distinct values,
 // then data pages of RLE_DICTIONARY indexes.
-func (w *fileWriter) writeDictPages(c *colBuf) error {
+func (c *colBuf) writeDictPages(codec *zstdCodec) error {
 	d := &c.d
 	if c.typ != format.ByteArray {
 		// Integer dictionaries hold their values as plain-encoded
@@ -554,7 +631,7 @@ func (w *fileWriter) writeDictPages(c *colBuf) error {
 			c.idx = append(c.idx, d.index(lastS))
 		}
 	}
-	c.ci.meta.DictionaryPageOffset = w.off
+	c.ci.meta.DictionaryPageOffset = c.off()
 	body := c.body[:0]
 	for _, v := range d.vals {
 		if c.typ == format.ByteArray {
@@ -565,10 +642,10 @@ func (w *fileWriter) writeDictPages(c *colBuf) error {
 	c.body = body
 	h := &format.PageHeader{Type: format.DictionaryPage}
 	h.DictionaryPageHeader = thrift.New(format.DictionaryPageHeader{NumValues: int32(len(d.vals)), Encoding: format.Plain})
-	if err := w.writePage(&c.ci, h, body, 0, nil, nil); err != nil {
+	if err := c.writePage(codec, h, body, 0, nil, nil); err != nil {
 		return err
 	}
-	c.ci.meta.DataPageOffset = w.off
+	c.ci.meta.DataPageOffset = c.off()
 	var enc rle.DictionaryEncoding
 	idx := c.idx
 	for page := 0; len(idx) > 0; page++ {
@@ -579,7 +656,7 @@ func (w *fileWriter) writeDictPages(c *colBuf) error {
 			return fmt.Errorf("encode dictionary indexes: %w", err)
 		}
 		c.body = body
-		if err := w.writePage(&c.ci, dataPageHeader(n, format.RLEDictionary), body, n, bytesOf(lo), bytesOf(hi)); err != nil {
+		if err := c.writePage(codec, dataPageHeader(n, format.RLEDictionary), body, n, bytesOf(lo), bytesOf(hi)); err != nil {
 			return err
 		}
 		idx = idx[n:]
