@@ -187,12 +187,8 @@ type fileWriter struct {
 	hdr  bytes.Buffer
 	henc *thrift.Encoder
 
-	cols  []colBuf // one per template column, reused row group to row group
-	bySrc [srcSchemaVersion + 1]*colBuf
-	// typeIdx is the dictionary index of each event type in the row
-	// group (-1: not seen yet), so that the type column, which changes
-	// from row to row, costs no string comparisons.
-	typeIdx [256]int32
+	// rgs encode a file's row groups, concurrently; reused file to file.
+	rgs []*rowGroupEnc
 
 	rowGroups []format.RowGroup
 	colIdx    []format.ColumnIndex // row group by row group, column by column
@@ -234,14 +230,30 @@ type cut struct {
 func newFileWriter(t *eventTemplate, codec *zstdCodec, rowGroupRows int) *fileWriter {
 	w := &fileWriter{t: t, codec: codec, rowGroup: rowGroupRows, out: bufio.NewWriterSize(nil, 64<<10)}
 	w.henc = thrift.NewEncoder(new(thrift.CompactProtocol).NewWriter(&w.hdr))
-	w.cols = make([]colBuf, len(t.cols))
-	for i := range w.cols {
-		c := &w.cols[i]
+	return w
+}
+
+// rowGroupEnc encodes one row group: its column buffers, reused row
+// group to row group.
+type rowGroupEnc struct {
+	cols  []colBuf // one per template column
+	bySrc [srcSchemaVersion + 1]*colBuf
+	// typeIdx is the dictionary index of each event type in the row
+	// group (-1: not seen yet), so that the type column, which changes
+	// from row to row, costs no string comparisons.
+	typeIdx [256]int32
+	err     error
+}
+
+func newRowGroupEnc(t *eventTemplate) *rowGroupEnc {
+	g := &rowGroupEnc{cols: make([]colBuf, len(t.cols))}
+	for i := range g.cols {
+		c := &g.cols[i]
 		c.eventColumn = &t.cols[i]
 		c.henc = thrift.NewEncoder(new(thrift.CompactProtocol).NewWriter(&c.hdr))
-		w.bySrc[t.cols[i].src] = c
+		g.bySrc[t.cols[i].src] = c
 	}
-	return w
+	return g
 }
 
 var parquetMagic = []byte("PAR1")
@@ -252,12 +264,36 @@ func (w *fileWriter) write(f io.Writer, p *part, keys []sortKey) error {
 	w.off = 0
 	w.rowGroups, w.colIdx, w.offIdx = w.rowGroups[:0], w.colIdx[:0], w.offIdx[:0]
 	w.put(parquetMagic)
+	var groups [][]sortKey
 	for len(keys) > 0 {
 		n := min(len(keys), w.rowGroup)
-		if err := w.writeRowGroup(p, keys[:n]); err != nil {
+		groups = append(groups, keys[:n])
+		keys = keys[n:]
+	}
+	for len(w.rgs) < len(groups) {
+		w.rgs = append(w.rgs, newRowGroupEnc(w.t))
+	}
+	// The row groups are encoded concurrently (the gathering pass over the
+	// rows is otherwise the one serial part of a large file), then written
+	// in order.
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	for i, g := range groups {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			rg := w.rgs[i]
+			rg.gather(p, g)
+			rg.err = rg.encodeChunks(w.codec, len(g))
+		}()
+	}
+	wg.Wait()
+	for i, g := range groups {
+		if err := w.rgs[i].err; err != nil {
 			return err
 		}
-		keys = keys[n:]
+		w.writeRowGroup(w.rgs[i], len(g))
 	}
 	// The page indexes, then the footer, as parquet-go lays them out.
 	nc := len(w.t.cols)
@@ -289,10 +325,12 @@ func (w *fileWriter) write(f io.Writer, p *part, keys []sortKey) error {
 	w.put(binary.LittleEndian.AppendUint32(nil, uint32(w.off-start)))
 	w.put(parquetMagic)
 	// Keep no references into the partition's strings.
-	for i := range w.cols {
-		c := &w.cols[i]
-		c.lo, c.hi = "", ""
-		c.d.reset()
+	for _, rg := range w.rgs {
+		for i := range rg.cols {
+			c := &rg.cols[i]
+			c.lo, c.hi = "", ""
+			c.d.reset()
+		}
 	}
 	return w.out.Flush()
 }
@@ -314,55 +352,57 @@ func (w *fileWriter) encode(v any) error {
 	return nil
 }
 
-// writeRowGroup gathers the rows keys of p into the column buffers in one
+// gather collects the rows keys of p into the column buffers in one
 // pass, row by row, so that each row's record and strings are read from
-// memory once; then writes the column chunks one after the other.
-func (w *fileWriter) writeRowGroup(p *part, keys []sortKey) error {
-	for i := range w.cols {
-		c := &w.cols[i]
+// memory once.
+func (g *rowGroupEnc) gather(p *part, keys []sortKey) {
+	for i := range g.cols {
+		c := &g.cols[i]
 		c.body, c.cuts, c.n = c.body[:0], c.cuts[:0], 0
 		c.ints, c.idx = c.ints[:0], c.idx[:0]
 		c.d.reset()
 	}
-	for i := range w.typeIdx {
-		w.typeIdx[i] = -1
+	for i := range g.typeIdx {
+		g.typeIdx[i] = -1
 	}
-	tc := w.bySrc[srcType]
+	tc := g.bySrc[srcType]
 	for _, k := range keys {
 		b := p.blocks[k.i>>blockShift]
 		r := &b.rows[k.i&(blockRows-1)]
 		s := b.s[r.off : r.off+r.ends[numFields-1]]
 		lo := uint32(0)
 		for f, hi := range r.ends {
-			w.bySrc[f].addString(s[lo:hi])
+			g.bySrc[f].addString(s[lo:hi])
 			lo = hi
 		}
 		if tc.dict {
-			i := w.typeIdx[r.typ]
+			i := g.typeIdx[r.typ]
 			if i < 0 {
 				i = tc.d.index(r.typ.String())
-				w.typeIdx[r.typ] = i
+				g.typeIdx[r.typ] = i
 			}
 			tc.idx = append(tc.idx, i)
 		} else {
 			tc.addString(r.typ.String())
 		}
-		w.bySrc[srcSeq].ints = append(w.bySrc[srcSeq].ints, r.seq)
-		w.bySrc[srcEventTime].ints = append(w.bySrc[srcEventTime].ints, r.eventTime)
-		w.bySrc[srcReceivedTime].ints = append(w.bySrc[srcReceivedTime].ints, r.receivedTime)
-		w.bySrc[srcSMTPCode].ints = append(w.bySrc[srcSMTPCode].ints, int64(r.smtpCode))
-		w.bySrc[srcSchemaVersion].ints = append(w.bySrc[srcSchemaVersion].ints, SchemaVersion)
+		g.bySrc[srcSeq].ints = append(g.bySrc[srcSeq].ints, r.seq)
+		g.bySrc[srcEventTime].ints = append(g.bySrc[srcEventTime].ints, r.eventTime)
+		g.bySrc[srcReceivedTime].ints = append(g.bySrc[srcReceivedTime].ints, r.receivedTime)
+		g.bySrc[srcSMTPCode].ints = append(g.bySrc[srcSMTPCode].ints, int64(r.smtpCode))
+		g.bySrc[srcSchemaVersion].ints = append(g.bySrc[srcSchemaVersion].ints, SchemaVersion)
 	}
+}
+
+// writeRowGroup writes the encoded column chunks of g, a row group of
+// rows rows, one after the other.
+func (w *fileWriter) writeRowGroup(g *rowGroupEnc, rows int) {
 	rg := format.RowGroup{
-		NumRows: int64(len(keys)), FileOffset: w.off, SortingColumns: w.t.sort,
+		NumRows: int64(rows), FileOffset: w.off, SortingColumns: w.t.sort,
 		Ordinal: int16(len(w.rowGroups)),
-		Columns: make([]format.ColumnChunk, len(w.cols)),
+		Columns: make([]format.ColumnChunk, len(g.cols)),
 	}
-	if err := w.encodeChunks(len(keys)); err != nil {
-		return err
-	}
-	for i := range w.cols {
-		c := &w.cols[i]
+	for i := range g.cols {
+		c := &g.cols[i]
 		c.place(w.off)
 		w.put(c.out)
 		w.colIdx = append(w.colIdx, c.ci.ci)
@@ -373,7 +413,6 @@ func (w *fileWriter) writeRowGroup(p *part, keys []sortKey) error {
 		rg.TotalCompressedSize += cc.MetaData.TotalCompressedSize
 	}
 	w.rowGroups = append(w.rowGroups, rg)
-	return nil
 }
 
 // encodeChunks encodes every column's chunk of the row group into its
@@ -381,27 +420,27 @@ func (w *fileWriter) writeRowGroup(p *part, keys []sortKey) error {
 // written by one goroutine, and a step's events usually fall into one or
 // two hours: without this, exporting a log written in time order (the
 // common case) kept one core busy, not two.
-func (w *fileWriter) encodeChunks(rows int) error {
+func (g *rowGroupEnc) encodeChunks(codec *zstdCodec, rows int) error {
 	var next atomic.Int32
 	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), len(w.cols)) {
+	for range min(runtime.GOMAXPROCS(0), len(g.cols)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for {
 				i := int(next.Add(1) - 1)
-				if i >= len(w.cols) {
+				if i >= len(g.cols) {
 					return
 				}
-				c := &w.cols[i]
+				c := &g.cols[i]
 				c.out = c.out[:0]
-				c.cc, c.err = c.writeChunk(w.codec, rows)
+				c.cc, c.err = c.writeChunk(codec, rows)
 			}
 		}()
 	}
 	wg.Wait()
-	for i := range w.cols {
-		if err := w.cols[i].err; err != nil {
+	for i := range g.cols {
+		if err := g.cols[i].err; err != nil {
 			return err
 		}
 	}
