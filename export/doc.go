@@ -33,6 +33,10 @@
 // columns, key-value metadata) is copied from a one-row file that
 // parquet-go writes from EventRow's tags, so EventRow remains the schema's
 // only definition. The snapshot files are written by parquet-go directly.
+// Up to Config.Workers files are encoded at once, and within a file its
+// row groups, and within a row group its column chunks, are encoded
+// concurrently into memory and then written in order: the bytes do not
+// depend on the concurrency.
 //
 // # Atomicity
 //

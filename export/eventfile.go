@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -181,6 +180,7 @@ type fileWriter struct {
 	t        *eventTemplate
 	codec    *zstdCodec
 	rowGroup int // most rows in a row group
+	workers  int // most row groups, and column chunks of a row group, encoded at once
 
 	out  *bufio.Writer
 	off  int64 // bytes written to the current file
@@ -227,8 +227,8 @@ type cut struct {
 	lo, hi []byte
 }
 
-func newFileWriter(t *eventTemplate, codec *zstdCodec, rowGroupRows int) *fileWriter {
-	w := &fileWriter{t: t, codec: codec, rowGroup: rowGroupRows, out: bufio.NewWriterSize(nil, 64<<10)}
+func newFileWriter(t *eventTemplate, codec *zstdCodec, rowGroupRows, workers int) *fileWriter {
+	w := &fileWriter{t: t, codec: codec, rowGroup: rowGroupRows, workers: max(1, workers), out: bufio.NewWriterSize(nil, 64<<10)}
 	w.henc = thrift.NewEncoder(new(thrift.CompactProtocol).NewWriter(&w.hdr))
 	return w
 }
@@ -277,7 +277,7 @@ func (w *fileWriter) write(f io.Writer, p *part, keys []sortKey) error {
 	// rows is otherwise the one serial part of a large file), then written
 	// in order.
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	sem := make(chan struct{}, w.workers)
 	for i, g := range groups {
 		wg.Add(1)
 		sem <- struct{}{}
@@ -285,7 +285,7 @@ func (w *fileWriter) write(f io.Writer, p *part, keys []sortKey) error {
 			defer func() { <-sem; wg.Done() }()
 			rg := w.rgs[i]
 			rg.gather(p, g)
-			rg.err = rg.encodeChunks(w.codec, len(g))
+			rg.err = rg.encodeChunks(w.codec, len(g), w.workers)
 		}()
 	}
 	wg.Wait()
@@ -416,14 +416,14 @@ func (w *fileWriter) writeRowGroup(g *rowGroupEnc, rows int) {
 }
 
 // encodeChunks encodes every column's chunk of the row group into its
-// own buffer, on up to GOMAXPROCS goroutines. A file is otherwise
+// own buffer, on up to workers goroutines. A file is otherwise
 // written by one goroutine, and a step's events usually fall into one or
 // two hours: without this, exporting a log written in time order (the
 // common case) kept one core busy, not two.
-func (g *rowGroupEnc) encodeChunks(codec *zstdCodec, rows int) error {
+func (g *rowGroupEnc) encodeChunks(codec *zstdCodec, rows, workers int) error {
 	var next atomic.Int32
 	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), len(g.cols)) {
+	for range min(workers, len(g.cols)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -109,8 +109,11 @@ type Config struct {
 	// for about 10% more bytes (35 instead of 32 bytes a row on
 	// BenchmarkExport's events).
 	ZstdLevel zstd.Level
-	// Workers is how many partition files are written in parallel. One more
-	// goroutine reads the log meanwhile. Default GOMAXPROCS.
+	// Workers bounds the encoding concurrency: how many partition files
+	// are written in parallel, and within a file how many row groups, and
+	// within a row group how many column chunks, are encoded at once. One
+	// more goroutine reads the log meanwhile. Default GOMAXPROCS (serve's
+	// --export-workers can lower it, to leave CPU to ingest).
 	Workers int
 	// Window is the window of the exported time series. Default 1h, the
 	// events' partition size.
@@ -250,7 +253,7 @@ func New(cfg Config, src Source, agg Aggregates) (*Exporter, error) {
 		man.close()
 		return nil, err
 	}
-	x.partWriters.New = func() any { return newPartWriter(newFileWriter(tmpl, codec, cfg.RowGroupRows)) }
+	x.partWriters.New = func() any { return newPartWriter(newFileWriter(tmpl, codec, cfg.RowGroupRows, cfg.Workers)) }
 	if n > 0 {
 		x.log.Info("removed stale export temp files", "count", n)
 	}

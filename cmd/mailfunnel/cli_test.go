@@ -53,7 +53,7 @@ func postAll(t *testing.T, srv *server, ps []payload, events []genEvent) []genEv
 func TestExportAndRebuild(t *testing.T) {
 	data := t.TempDir()
 	work := universe(rand.New(rand.NewPCG(3, 3)), 10, 50)
-	srv := startServer(t, data)
+	srv := startServer(t, data, "--export-workers", "1") // one encoder: the slowest path must export everything too
 	events := postAll(t, srv, work, nil)
 	srv.waitReady(t)
 
@@ -77,6 +77,11 @@ func TestExportAndRebuild(t *testing.T) {
 		}
 	}
 	require.EqualValues(t, len(events), rows, "every event exported once")
+
+	// A negative --export-workers is refused by name.
+	out, err = exec.Command(binary, "serve", "--data", t.TempDir(), "--export-workers", "-1").CombinedOutput()
+	require.Error(t, err)
+	require.Contains(t, string(out), "--export-workers must not be negative")
 
 	// rebuild refuses while the server runs.
 	out, err = exec.Command(binary, "rebuild", "--data", data).CombinedOutput()

@@ -52,6 +52,7 @@ type ServeCommand struct {
 	shutdownWait   time.Duration
 	logLevel       string
 	logFormat      string
+	exportWorkers  int
 }
 
 // dataFlags are the flags shared by serve, export and rebuild.
@@ -119,6 +120,7 @@ func (s *ServeCommand) flags() *flag.FlagSet {
 	fs.StringVar(&s.addr, "addr", "127.0.0.1:8080", "listen address")
 	s.data.register(fs)
 	fs.DurationVar(&s.data.exportInterval, "export-interval", 5*time.Minute, "how often the periodic Parquet export runs (0 turns it off)")
+	fs.IntVar(&s.exportWorkers, "export-workers", 0, "goroutines that encode Parquet in the server's exports (periodic and POST /v1/exports); 0: one per core. Fewer make an export take longer and leave more CPU to ingest meanwhile")
 	fs.StringVar(&s.ingestToken, "ingest-token", "", "secret webhook senders present (default: generated on first start, kept in <data>/ingest.token)")
 	fs.StringVar(&s.apiToken, "api-token", "", "secret query clients present (default: generated on first start, kept in <data>/api.token)")
 	fs.IntVar(&s.bodyLimit, "body-limit", 10<<20, "largest webhook body in bytes; larger bodies get 413")
@@ -180,6 +182,9 @@ func (s *ServeCommand) Run(ctx context.Context, args []string) error {
 	fs := s.flags()
 	if err := parseFlags(fs, args, s.main.Getenv); err != nil {
 		return err
+	}
+	if s.exportWorkers < 0 {
+		return fmt.Errorf("--export-workers must not be negative (0: one per core)")
 	}
 	s.data.applyMemoryLimit(s.main.Getenv)
 	logger, err := newLogger(s.main.Stderr, s.logLevel, s.logFormat)
@@ -260,6 +265,9 @@ func (s *ServeCommand) Run(ctx context.Context, args []string) error {
 	}
 
 	xcfg := export.DefaultConfig(s.data.exports())
+	// An operator who would rather keep CPU for ingest than finish
+	// exports fast lowers it (0: export's default, one per core).
+	xcfg.Workers = s.exportWorkers
 	xcfg.Classify = classifyEvent
 	xcfg.Logger = logger.With("component", "export")
 	exporter, err := export.New(xcfg, log, eng)
