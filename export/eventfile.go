@@ -187,7 +187,8 @@ type fileWriter struct {
 	hdr  bytes.Buffer
 	henc *thrift.Encoder
 
-	// rgs encode a file's row groups, concurrently; reused file to file.
+	// rgs encode a file's row groups, up to workers at a time; reused
+	// file to file.
 	rgs []*rowGroupEnc
 
 	rowGroups []format.RowGroup
@@ -270,30 +271,33 @@ func (w *fileWriter) write(f io.Writer, p *part, keys []sortKey) error {
 		groups = append(groups, keys[:n])
 		keys = keys[n:]
 	}
-	for len(w.rgs) < len(groups) {
+	// The row groups are encoded concurrently, workers at a time (the
+	// gathering pass over the rows is otherwise the one serial part of a
+	// large file), then written in order; the encoders, and so the memory,
+	// are bounded by workers, not by the file's size.
+	for len(w.rgs) < min(len(groups), w.workers) {
 		w.rgs = append(w.rgs, newRowGroupEnc(w.t))
 	}
-	// The row groups are encoded concurrently (the gathering pass over the
-	// rows is otherwise the one serial part of a large file), then written
-	// in order.
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, w.workers)
-	for i, g := range groups {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			rg := w.rgs[i]
-			rg.gather(p, g)
-			rg.err = rg.encodeChunks(w.codec, len(g), w.workers)
-		}()
-	}
-	wg.Wait()
-	for i, g := range groups {
-		if err := w.rgs[i].err; err != nil {
-			return err
+	for len(groups) > 0 {
+		wave := groups[:min(len(groups), len(w.rgs))]
+		groups = groups[len(wave):]
+		var wg sync.WaitGroup
+		for i, g := range wave {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rg := w.rgs[i]
+				rg.gather(p, g)
+				rg.err = rg.encodeChunks(w.codec, len(g), w.workers)
+			}()
 		}
-		w.writeRowGroup(w.rgs[i], len(g))
+		wg.Wait()
+		for i, g := range wave {
+			if err := w.rgs[i].err; err != nil {
+				return err
+			}
+			w.writeRowGroup(w.rgs[i], len(g))
+		}
 	}
 	// The page indexes, then the footer, as parquet-go lays them out.
 	nc := len(w.t.cols)
