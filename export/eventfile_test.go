@@ -48,13 +48,7 @@ func TestEventFile_PagesAndRowGroups(t *testing.T) {
 
 	paths := parquetFiles(t, dir, "events")
 	require.Len(t, paths, 1)
-	f, err := os.Open(filepath.Join(dir, paths[0]))
-	require.NoError(t, err)
-	defer f.Close()
-	st, err := f.Stat()
-	require.NoError(t, err)
-	pf, err := parquet.OpenFile(f, st.Size())
-	require.NoError(t, err)
+	pf := openParquet(t, filepath.Join(dir, paths[0]))
 	md := pf.Metadata()
 	require.Len(t, md.RowGroups, 3)
 	require.Equal(t, int64(len(evs)), md.NumRows)
@@ -166,4 +160,38 @@ func truncMax(b []byte) []byte {
 		}
 	}
 	return t
+}
+
+// TestEventFile_BytesIndependentOfWorkers: row groups and column chunks are
+// encoded concurrently and then placed in the file, so the bytes must not
+// depend on how many encoders ran (Config.Workers), with several row
+// groups per file and more row groups than encoders.
+func TestEventFile_BytesIndependentOfWorkers(t *testing.T) {
+	l := storagetest.New(t)
+	appendEvents(t, l, genEvents(9, 4000, 3))
+	export1 := func(workers int) string {
+		require.NoError(t, l.SetCheckpoint(export.CheckpointName, 0))
+		require.NoError(t, l.SetCheckpoint(export.IntentName, 0))
+		dir := t.TempDir()
+		cfg := export.DefaultConfig(dir)
+		cfg.Classify = fakeClassify
+		cfg.RowGroupRows = 200
+		cfg.Workers = workers
+		x := newExporter(t, cfg, l, nil)
+		_, err := x.Export(t.Context())
+		require.NoError(t, err)
+		return dir
+	}
+	one, many := export1(1), export1(5)
+	paths := parquetFiles(t, one, "events")
+	require.Equal(t, paths, parquetFiles(t, many, "events"))
+	require.NotEmpty(t, paths)
+	for _, p := range paths {
+		require.Greater(t, len(openParquet(t, filepath.Join(one, p)).Metadata().RowGroups), 5, p)
+		a, err := os.ReadFile(filepath.Join(one, p))
+		require.NoError(t, err)
+		b, err := os.ReadFile(filepath.Join(many, p))
+		require.NoError(t, err)
+		require.True(t, bytes.Equal(a, b), "%s differs between 1 and 5 workers", p)
+	}
 }

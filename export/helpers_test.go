@@ -105,6 +105,19 @@ func fakeClassify(e *event.Event) {
 	}
 }
 
+// openParquet opens the Parquet file at path, closed when the test ends.
+func openParquet(t *testing.T, path string) *parquet.File {
+	t.Helper()
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	t.Cleanup(func() { f.Close() })
+	st, err := f.Stat()
+	require.NoError(t, err)
+	pf, err := parquet.OpenFile(f, st.Size())
+	require.NoError(t, err)
+	return pf
+}
+
 // parquetFiles lists the visible .parquet files under dir/sub, relative to dir.
 func parquetFiles(t *testing.T, dir, sub string) []string {
 	t.Helper()

@@ -1,12 +1,10 @@
 package export_test
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/parquet-go/parquet-go"
 	"github.com/parquet-go/parquet-go/deprecated"
 	"github.com/parquet-go/parquet-go/format"
 	"github.com/stretchr/testify/require"
@@ -35,13 +33,7 @@ func TestSparkRules(t *testing.T) {
 	require.Len(t, paths, 4)
 	for _, p := range paths {
 		t.Run(p, func(t *testing.T) {
-			f, err := os.Open(filepath.Join(dir, p))
-			require.NoError(t, err)
-			defer f.Close()
-			st, err := f.Stat()
-			require.NoError(t, err)
-			pf, err := parquet.OpenFile(f, st.Size())
-			require.NoError(t, err)
+			pf := openParquet(t, filepath.Join(dir, p))
 			md := pf.Metadata()
 
 			kv := map[string]string{}
