@@ -23,7 +23,9 @@ import (
 //
 //	'G' uint32 BE cid, dim, key                      -> (empty) group registry
 //	'g' uint32 BE cid, dim, kind, uvarint len, key   -> counter series (kind 'e' events, 'r' recipients)
-//	'b' uint32 BE cid, recipient                     -> the recipient's first bounce time in each of its groups
+//
+// A recipient's first bounce time in each of its groups is kept in its
+// recipient record ('r', see format.go).
 
 // BounceDims are the dimensions /v1/bounces groups by.
 var BounceDims = []string{"reason", "class", "status", "domain", "mx"}
@@ -31,7 +33,6 @@ var BounceDims = []string{"reason", "class", "status", "domain", "mx"}
 const (
 	prefixGroupReg   = 'G'
 	prefixGroupCount = 'g'
-	prefixGroupRecip = 'b'
 	allCampaigns     = 0
 	dimClass         = 2 // BounceDims[1]
 )
@@ -68,12 +69,6 @@ func appendGroupRegKey(dst []byte, cid uint32, dim byte, key string) []byte {
 	return append(dst, key...)
 }
 
-func appendGroupRecipKey(dst []byte, cid uint32, recipient string) []byte {
-	dst = append(dst, prefixGroupRecip)
-	dst = binary.BigEndian.AppendUint32(dst, cid)
-	return append(dst, recipient...)
-}
-
 // groupFirst is a recipient's first bounce time in one group. A recipient
 // is in few groups (one reason, class, status, domain and MX per distinct
 // reply), so one record per recipient holds them all: one state read and
@@ -96,33 +91,43 @@ func encodeGroups(dst []byte, gs []groupFirst) []byte {
 }
 
 func decodeGroups(v []byte) ([]groupFirst, error) {
+	gs, n, err := decodeGroupsPrefix(v)
+	if err == nil && n != len(v) {
+		err = fmt.Errorf("bounce groups record length: %w", errCorrupt)
+	}
+	return gs, err
+}
+
+// decodeGroupsPrefix decodes the groups at the start of v and returns
+// their encoded length.
+func decodeGroupsPrefix(v []byte) ([]groupFirst, int, error) {
 	n, k := binary.Uvarint(v)
 	if k <= 0 || n > uint64(len(v)) {
-		return nil, fmt.Errorf("bounce groups record: %w", errCorrupt)
+		return nil, 0, fmt.Errorf("bounce groups record: %w", errCorrupt)
 	}
 	p := k
 	gs := make([]groupFirst, 0, n)
 	for i := uint64(0); i < n; i++ {
 		if p >= len(v) {
-			return nil, fmt.Errorf("bounce groups record: %w", errCorrupt)
+			return nil, 0, fmt.Errorf("bounce groups record: %w", errCorrupt)
 		}
 		dim := v[p]
 		p++
 		l, k := binary.Uvarint(v[p:])
 		if k <= 0 || l > uint64(len(v)-p-k) {
-			return nil, fmt.Errorf("bounce groups key: %w", errCorrupt)
+			return nil, 0, fmt.Errorf("bounce groups key: %w", errCorrupt)
 		}
 		p += k
 		key := string(v[p : p+int(l)])
 		p += int(l)
 		first, k := binary.Varint(v[p:])
 		if k <= 0 {
-			return nil, fmt.Errorf("bounce groups time: %w", errCorrupt)
+			return nil, 0, fmt.Errorf("bounce groups time: %w", errCorrupt)
 		}
 		p += k
 		gs = append(gs, groupFirst{dim, key, first})
 	}
-	return gs, nil
+	return gs, p, nil
 }
 
 // mxPattern finds the receiving host a reply names: SendPulse's
@@ -171,7 +176,7 @@ func (e *Engine) applyBounce(cid uint32, ev *event.Event, recipient string, t in
 	for _, c := range [...]uint32{cid, allCampaigns} {
 		var re *recEntry
 		if recipient != "" && recip {
-			e.kbuf = appendGroupRecipKey(e.kbuf[:0], c, recipient)
+			e.kbuf = appendRecKey(e.kbuf[:0], c, recipient)
 			var err error
 			if re, err = e.recipient(e.kbuf); err != nil {
 				return err

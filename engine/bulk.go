@@ -59,24 +59,18 @@ func (e *Engine) parts(r string) (global, recip bool) {
 	return true, true
 }
 
-// countRecords adds the recipient records an event can touch to the
-// first pass's estimate (an upper bound: not every bounce or unsubscribe
-// creates a suppression record).
-func (e *Engine) countRecords(cid uint32, ev *event.Event, r string, funnel bool) {
+// countRecords adds the recipient records an event touches to the first
+// pass's estimate.
+func (e *Engine) countRecords(cid uint32, r string, funnel bool) {
 	if r == "" {
 		return
 	}
 	add := func(k []byte) { e.records.InsertHash(xxh3.Hash(k)) }
+	// Bounce groups and suppressions live in the same records, and every
+	// event that moves them also reaches a funnel metric.
 	if funnel {
 		add(appendRecKey(e.kbuf[:0], cid, r))
 		add(appendRecKey(e.kbuf[:0], allCampaigns, r))
-	}
-	if ev.Type.IsBounce() {
-		add(appendGroupRecipKey(e.kbuf[:0], cid, r))
-		add(appendGroupRecipKey(e.kbuf[:0], allCampaigns, r))
-	}
-	if ev.Type.IsBounce() || ev.Type == event.Unsubscribed || ev.Type == event.Complained {
-		add(append(append(e.kbuf[:0], prefixSupState), r...))
 	}
 }
 

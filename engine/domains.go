@@ -256,40 +256,29 @@ func scanDomains(txn *badger.Txn, cid uint32, r Range) (map[string]*DomainStats,
 	}
 	prefix := []byte(recKey(cid, ""))
 	it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, Prefix: prefix})
-	var st recState
+	defer it.Close()
+	var re recEntry
 	for it.Rewind(); it.Valid(); it.Next() {
-		if err := it.Item().Value(st.decode); err != nil {
-			it.Close()
+		re.key = string(it.Item().Key())
+		if err := it.Item().Value(func(v []byte) error { return re.decodeRecord(re.key, v) }); err != nil {
 			return nil, err
 		}
 		var ds *DomainStats
 		for m := metric(0); m < numRecipientMetrics; m++ {
-			if st.mask&(1<<m) != 0 && in(st.first[m]) {
+			if re.st.mask&(1<<m) != 0 && in(re.st.first[m]) {
 				if ds == nil {
-					ds = get(string(it.Item().Key()[len(prefix):]))
+					ds = get(re.key[len(prefix):])
 				}
 				*fields(ds)[m]++
 			}
 		}
-	}
-	it.Close()
-	prefix = appendGroupRecipKey(nil, cid, "")
-	it = txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, Prefix: prefix})
-	defer it.Close()
-	for it.Rewind(); it.Valid(); it.Next() {
-		var gs []groupFirst
-		if err := it.Item().Value(func(v []byte) error {
-			var err error
-			gs, err = decodeGroups(v)
-			return err
-		}); err != nil {
-			return nil, err
-		}
-		for _, g := range gs {
+		for _, g := range re.groups {
 			if g.dim != dimClass || !in(g.first) {
 				continue
 			}
-			ds := get(string(it.Item().Key()[len(prefix):]))
+			if ds == nil {
+				ds = get(re.key[len(prefix):])
+			}
 			switch bounce.Class(g.key) {
 			case bounce.Hard:
 				ds.Bounced.Hard++

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -234,9 +235,10 @@ type Stats struct {
 	Keys    uint64 // state keys written
 }
 
-// recEntry is a cached per-recipient record: a funnel state ('r' keys),
-// the first bounce time per bounce group ('b' keys) or the suppression
-// record ('s' keys).
+// recEntry is a cached recipient record ('r' keys, see format.go): the
+// funnel state and first bounce per bounce group of a recipient in one
+// campaign, or over all campaigns, where it also holds the suppression
+// state.
 type recEntry struct {
 	key    string
 	st     recState
@@ -247,32 +249,6 @@ type recEntry struct {
 	// pub: in bulk mode, the API's suppression record ('S') is derived
 	// from sup when the record is written, not at every change.
 	pub bool
-}
-
-func (re *recEntry) encode(k string, dst []byte) []byte {
-	switch k[0] {
-	case prefixGroupRecip:
-		return encodeGroups(dst, re.groups)
-	case prefixSupState:
-		if re.sup == nil {
-			re.sup = &supState{}
-		}
-		return re.sup.encode(dst)
-	}
-	return re.st.encode(dst)
-}
-
-func (re *recEntry) decode(k string, v []byte) error {
-	if k[0] == prefixSupState {
-		re.sup = &supState{}
-		return re.sup.decode(v)
-	}
-	if k[0] == prefixGroupRecip {
-		var err error
-		re.groups, err = decodeGroups(v)
-		return err
-	}
-	return re.st.decode(v)
 }
 
 type campKeyT struct{ source, account, campaign string }
@@ -322,6 +298,12 @@ func Open(cfg Config, src Log) (*Engine, error) {
 	db, err := storage.OpenBadgerOptions(cfg.Dir, stateBadgerOptions, cfg.Logger)
 	if err != nil {
 		return nil, err
+	}
+	if n, err := prepareFormat(db); err != nil {
+		_ = db.Close()
+		return nil, err
+	} else if n > 0 {
+		cfg.Logger.Info("engine: state migrated to the current format", "version", formatVersion, "records", n)
 	}
 	e := &Engine{cfg: cfg, db: db, log: cfg.Logger, src: src, softCount: cfg.SuppressSoftCount,
 		softWindowUS: cfg.SuppressSoftWindow.Microseconds(), latenessUS: cfg.AllowedLateness.Microseconds()}
@@ -421,8 +403,13 @@ func (e *Engine) wroteNew() {
 
 func (e *Engine) load() error {
 	return e.db.View(func(txn *badger.Txn) error {
+		// Fresh: nothing but the format key (prepareFormat stamps an
+		// empty store before load).
 		any := txn.NewIterator(badger.IteratorOptions{})
 		any.Rewind()
+		if any.Valid() && bytes.Equal(any.Item().Key(), []byte{keyFormat}) {
+			any.Next()
+		}
 		e.fresh = !any.Valid()
 		any.Close()
 		item, err := txn.Get([]byte{keyCheckpoint})
@@ -682,7 +669,7 @@ func (e *Engine) applyParts(ev *event.Event, r string, global, recip bool) error
 			}
 		}
 		if e.records != nil {
-			e.countRecords(c.ID, ev, r, len(ms) > 0)
+			e.countRecords(c.ID, r, len(ms) > 0)
 		}
 	}
 	if recip && len(ms) > 0 && r != "" {
@@ -761,7 +748,7 @@ func (e *Engine) recipient(k []byte) (*recEntry, error) {
 		case err != nil:
 			return nil, fmt.Errorf("read recipient state: %w", err)
 		default:
-			if err := item.Value(func(v []byte) error { return re.decode(re.key, v) }); err != nil {
+			if err := item.Value(func(v []byte) error { return re.decodeRecord(re.key, v) }); err != nil {
 				return nil, err
 			}
 		}
@@ -1053,7 +1040,7 @@ func (a *stageArena) keep(b []byte) []byte {
 func (a *stageArena) bytes(s string) []byte { return a.keep(append(a.free(len(s)), s...)) }
 
 func (e *Engine) stageRec(txn writer, re *recEntry) error {
-	if err := txn.Set(e.arena.bytes(re.key), e.arena.keep(re.encode(re.key, e.arena.free(64)))); err != nil {
+	if err := txn.Set(e.arena.bytes(re.key), e.arena.keep(re.encodeRecord(re.key, e.arena.free(64)))); err != nil {
 		return fmt.Errorf("stage recipient state: %w", err)
 	}
 	if re.pub {

@@ -1,5 +1,11 @@
 package engine
 
+import (
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/mailfunnel/mailfunnel/storage"
+)
+
 // Crash closes the state store the way a kill would leave it: without
 // writing the sketches that wait for their next flush.
 func Crash(e *Engine) error {
@@ -20,3 +26,59 @@ func SetStagedSizeHook(budget int, hook func(staged, estimate int)) (restore fun
 	maxDirtyBytes, stagedSizeHook = budget, hook
 	return func() { maxDirtyBytes, stagedSizeHook = oldBudget, oldHook }
 }
+
+// DowngradeToV1 rewrites the state store in dir (closed) in format
+// version 1: bounce groups and suppression states move out of the 'r'
+// records into 'b' and 's' records, and the format key goes. With
+// crashed, the 'r' records keep them too: the state a migration leaves
+// when it is killed after writing a target and before deleting its source.
+// It returns how many 'b' and 's' records it wrote.
+func DowngradeToV1(dir string, crashed bool) (groups, sups int, err error) {
+	db, err := storage.OpenBadgerOptions(dir, stateBadgerOptions, nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer db.Close()
+	wb := db.NewWriteBatch()
+	defer wb.Cancel()
+	err = db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, Prefix: []byte{prefixRecip}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().KeyCopy(nil)
+			re := &recEntry{key: string(k)}
+			if err := it.Item().Value(func(v []byte) error { return re.decodeRecord(re.key, v) }); err != nil {
+				return err
+			}
+			if len(re.groups) > 0 {
+				groups++
+				if err := wb.Set(append([]byte{v1GroupRecip}, k[1:]...), encodeGroups(nil, re.groups)); err != nil {
+					return err
+				}
+			}
+			if re.sup != nil {
+				sups++
+				if err := wb.Set(append([]byte{v1SupState}, k[5:]...), re.sup.encode(nil)); err != nil {
+					return err
+				}
+			}
+			if !crashed {
+				if err := wb.Set(k, re.st.encode(nil)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := wb.Delete([]byte{keyFormat}); err != nil {
+		return 0, 0, err
+	}
+	return groups, sups, wb.Flush()
+}
+
+// Fresh reports whether the engine knows its store held no state when it
+// opened (see Engine.fresh).
+func Fresh(e *Engine) bool { return e.fresh }

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math/bits"
 	"slices"
 )
 
@@ -38,11 +37,12 @@ func (s *recState) encode(dst []byte) []byte {
 	return dst
 }
 
-func (s *recState) decode(b []byte) error {
+// decodePrefix decodes the state at the start of b and returns its length.
+func (s *recState) decodePrefix(b []byte) (int, error) {
 	*s = recState{}
 	mask, n := binary.Uvarint(b)
 	if n <= 0 || mask >= 1<<numRecipientMetrics {
-		return fmt.Errorf("recipient state mask: %w", errCorrupt)
+		return 0, fmt.Errorf("recipient state mask: %w", errCorrupt)
 	}
 	s.mask = uint16(mask)
 	p := n
@@ -52,15 +52,12 @@ func (s *recState) decode(b []byte) error {
 		}
 		v, n := binary.Varint(b[p:])
 		if n <= 0 {
-			return fmt.Errorf("recipient state time %d: %w", m, errCorrupt)
+			return 0, fmt.Errorf("recipient state time %d: %w", m, errCorrupt)
 		}
 		s.first[m] = v
 		p += n
 	}
-	if bits.OnesCount16(s.mask) > int(numRecipientMetrics) || p != len(b) {
-		return fmt.Errorf("recipient state length: %w", errCorrupt)
-	}
-	return nil
+	return p, nil
 }
 
 func recKey(cid uint32, recipient string) string {

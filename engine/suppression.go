@@ -50,13 +50,12 @@ import (
 // function of the log and the journal; a rebuild carries the journal over
 // (Lifts, ImportLifts) and replays each lift at its seq.
 //
-//	's' recipient             -> apply-side record: lift seq, cause, soft bounces since the lift
+//	'r' 0, recipient          -> the all-campaigns record (format.go) holds the apply-side state: lift seq, cause, soft bounces since the lift
 //	'S' recipient             -> the suppression as the API shows it (JSON), present while suppressed
 //	'L' uint64 BE seq, recipient -> (empty) lift journal
 const (
-	prefixSupState = 's'
-	prefixSupPub   = 'S'
-	prefixLift     = 'L'
+	prefixSupPub = 'S'
+	prefixLift   = 'L'
 )
 
 // Suppression reasons.
@@ -256,7 +255,7 @@ func (e *Engine) applySuppression(c *campaign, ev *event.Event, r string, t int6
 	if reason == 0 || reason == 4 && e.softCount <= 0 {
 		return nil
 	}
-	e.kbuf = append(append(e.kbuf[:0], prefixSupState), r...)
+	e.kbuf = appendRecKey(e.kbuf[:0], allCampaigns, r)
 	re, err := e.recipient(e.kbuf)
 	if err != nil {
 		return err
@@ -333,7 +332,7 @@ func (e *Engine) publish(re *recEntry, r string, s *supState) error {
 
 // stagePublished stages the 'S' record of suppression record re.
 func (e *Engine) stagePublished(txn writer, re *recEntry) error {
-	r := re.key[1:]
+	r := re.key[5:] // an all-campaigns record's key: 'r', cid 0, recipient
 	v, err := e.published(r, re.sup)
 	if err != nil {
 		return err
@@ -383,7 +382,7 @@ func (e *Engine) published(r string, s *supState) ([]byte, error) {
 
 // liftState forgets recipient r's history up to seq.
 func (e *Engine) liftState(r string, seq uint64) error {
-	e.kbuf = append(append(e.kbuf[:0], prefixSupState), r...)
+	e.kbuf = appendRecKey(e.kbuf[:0], allCampaigns, r)
 	re, err := e.recipient(e.kbuf)
 	if err != nil {
 		return err
