@@ -299,7 +299,7 @@ func Open(cfg Config, src Log) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	if n, err := prepareFormat(db); err != nil {
+	if n, err := prepareFormat(db, cfg.Logger); err != nil {
 		_ = db.Close()
 		return nil, err
 	} else if n > 0 {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -88,7 +89,7 @@ const (
 // prepareFormat makes db's format current: it stamps an empty store, and
 // migrates a version 1 store in place. A newer version is refused rather
 // than misread.
-func prepareFormat(db *badger.DB) (migrated int, err error) {
+func prepareFormat(db *badger.DB, log *slog.Logger) (migrated int, err error) {
 	var version uint64
 	empty := false
 	err = db.View(func(txn *badger.Txn) error {
@@ -121,6 +122,9 @@ func prepareFormat(db *badger.DB) (migrated int, err error) {
 		return 0, fmt.Errorf("engine state has format version %d, this build reads up to %d: run a newer mailfunnel or rebuild the state", version, formatVersion)
 	}
 	if !empty {
+		// Minutes for tens of millions of recipients: say why the start
+		// is slow.
+		log.Info("engine: migrating the state to the current format", "from", version, "to", formatVersion)
 		if migrated, err = migrateV1(db); err != nil {
 			return migrated, fmt.Errorf("migrate engine state to format %d: %w", formatVersion, err)
 		}
