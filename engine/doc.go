@@ -48,16 +48,17 @@
 //
 // # Key layout of the state store
 //
+//	'V'                                        -> uvarint format version (format.go)
 //	'C'                                        -> uint64 BE checkpoint (last applied seq)
 //	'k' source 0 campaign 0 account            -> uint32 BE campaign id
 //	'K' uint32 BE id                           -> campaign record (JSON)
-//	'r' uint32 BE id + normalized recipient    -> recipient state: reached mask + earliest times
+//	'r' uint32 BE id + normalized recipient    -> recipient record: reached mask + earliest times, first bounce per group (format.go)
 //	'n' uint32 BE id, metric, level, bucket    -> count (level 'T' total, 'm' minute with sub-minute detail)
 //	'w' source                                 -> watermark: newest event time, late events (watermark.go)
 //	'h' id, metric, minute; 'H'                -> HyperLogLog sketches and their sequence (distinct.go)
-//	'G' 'g' 'b'                                -> bounce groups (bounces.go)
+//	'G' 'g'                                    -> bounce groups (bounces.go)
 //	'D' 'd', and 'r' with id 0                 -> per-domain deliverability (domains.go)
-//	's' 'S' 'L'                                -> suppressions and the lift journal (suppression.go)
+//	'S' 'L', and 'r' with id 0                 -> suppressions and the lift journal (suppression.go)
 //
 // The minute level with its sub-minute detail lets a range query be
 // answered exactly from whole minutes plus the detail of its two partial
