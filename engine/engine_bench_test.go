@@ -39,6 +39,33 @@ func benchStream(n, recipients, campaigns int) []event.Event {
 	return out
 }
 
+// emblueStream is what the load generator posts in emBlue mode: one
+// event per millisecond of event time, in order, at microsecond precision,
+// over 20 campaigns, six activities and one domain. The busiest series
+// (every campaign's deliveries to the domain) count about 170 distinct
+// microseconds a second.
+func emblueStream(n int) []event.Event {
+	rng := rand.New(rand.NewPCG(5, 6))
+	kinds := []event.Type{event.Sent, event.Opened, event.Clicked, event.HardBounce, event.Unsubscribed, event.Complained}
+	out := make([]event.Event, n)
+	for i := range out {
+		r := fmt.Sprintf("user%d@example.com", rng.IntN(100_000))
+		typ := kinds[rng.IntN(len(kinds))]
+		e := event.Event{
+			Source: "emblue", Provider: "emblue", ProviderEvent: typ.String(), Type: typ,
+			Account: "1001", Campaign: fmt.Sprint(555000 + rng.IntN(20)), Recipient: r,
+			RecipientDomain: "example.com", MessageID: fmt.Sprint(i),
+			EventTime:    base.Add(time.Duration(i)*time.Millisecond + time.Duration(rng.IntN(1000))*time.Microsecond),
+			ReceivedTime: base,
+		}
+		if typ.IsBounce() {
+			e.SMTPCode, e.SMTPStatus, e.SMTPResponse = 550, "5.1.1", "5.1.1 User unknown"
+		}
+		out[i] = e
+	}
+	return out
+}
+
 // BenchmarkEngine_Rebuild measures the engine's apply rate over a log that
 // is already written, as 'mailfunnel rebuild' does.
 //
@@ -108,14 +135,15 @@ func cpuTime(b *testing.B) time.Duration {
 // Config, one atomic state+checkpoint transaction per commit. step=2400 is
 // live ingest at 120k events/s with the 20 ms CommitInterval (a CatchUp per
 // 2,400 events); step=all is one CatchUp over the whole log (a restart
-// after downtime: commits every BatchEvents). precision=us has emBlue-like
-// microsecond event times instead of SendPulse's seconds. cpu-ns/event is
+// after downtime: commits every BatchEvents). precision=us has microsecond
+// event times instead of SendPulse's seconds; precision=emblue is the load
+// generator's emBlue stream (emblueStream). cpu-ns/event is
 // the process's CPU time per event.
 //
 //	go test ./engine -run '^$' -bench BenchmarkEngine_Follow -benchtime 1x -count 3
 func BenchmarkEngine_Follow(b *testing.B) {
 	const n = 300_000
-	for _, prec := range []string{"s", "us"} {
+	for _, prec := range []string{"s", "us", "emblue"} {
 		cfg := storage.DefaultConfig(b.TempDir())
 		cfg.NoSync = true
 		log, err := storage.Open(cfg)
@@ -123,6 +151,9 @@ func BenchmarkEngine_Follow(b *testing.B) {
 			b.Fatal(err)
 		}
 		events := benchStream(n, 100_000, 20)
+		if prec == "emblue" {
+			events = emblueStream(n)
+		}
 		if prec == "us" {
 			rng := rand.New(rand.NewPCG(3, 4))
 			for i := range events {

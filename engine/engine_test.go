@@ -22,6 +22,10 @@ import (
 
 var base = time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
 
+// hotSeconds are where randomStream puts a quarter of its events, so that
+// range edges inside a second cut through many events.
+var hotSeconds = []time.Time{base.Add(17*time.Minute + 3*time.Second), base.Add(61*time.Minute + 59*time.Second), base.Add(83 * time.Minute)}
+
 // randomStream makes n events over a few campaigns and recipients, with
 // redeliveries, out-of-order times (microsecond precision, spread over two
 // hours), mixed-case and padded addresses, and every event type.
@@ -47,6 +51,13 @@ func randomStream(rng *rand.Rand, n int) []event.Event {
 		typ := types[rng.IntN(len(types))]
 		reply := replies[rng.IntN(len(replies))]
 		et := base.Add(time.Duration(rng.Int64N(int64(2 * time.Hour)))).Truncate(time.Microsecond)
+		if rng.IntN(4) == 0 {
+			// A busy second: many events, some on the whole second.
+			et = hotSeconds[rng.IntN(len(hotSeconds))]
+			if rng.IntN(3) > 0 {
+				et = et.Add(time.Duration(rng.Int64N(int64(time.Second)))).Truncate(time.Microsecond)
+			}
+		}
 		recv := base.Add(2 * time.Hour)
 		if rng.IntN(20) == 0 {
 			recv = et.Add(-10 * time.Minute) // the sender's clock is ahead
@@ -414,6 +425,20 @@ func TestFunnelMatchesNaiveModel(t *testing.T) {
 					a, b = a.Truncate(time.Microsecond), b.Truncate(time.Microsecond)
 				}
 				ranges = append(ranges, engine.Range{From: a, To: b}, engine.Range{From: a}, engine.Range{To: b})
+			}
+			// Edges inside the busy seconds, and a range inside one.
+			us := func() time.Duration { return time.Duration(rng.Int64N(int64(time.Second))).Truncate(time.Microsecond) }
+			ranges = append(ranges,
+				engine.Range{From: hotSeconds[0].Add(us()), To: hotSeconds[2].Add(us())},
+				engine.Range{From: hotSeconds[1].Add(us()), To: hotSeconds[1].Add(time.Second)},
+				engine.Range{From: hotSeconds[1].Add(200 * time.Millisecond), To: hotSeconds[1].Add(700 * time.Millisecond)},
+				engine.Range{From: hotSeconds[2], To: hotSeconds[2].Add(us())})
+			// Edges exactly on an event's time inside a busy second.
+			for _, ev := range events {
+				if t := ev.EventTime; t.Truncate(time.Second).Equal(hotSeconds[1]) && !t.Equal(hotSeconds[1]) {
+					ranges = append(ranges, engine.Range{From: t, To: t.Add(time.Microsecond)}, engine.Range{From: hotSeconds[1], To: t})
+					break
+				}
 			}
 			for _, r := range ranges {
 				got, err := eng.Domains(nil, r)
