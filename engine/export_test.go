@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"encoding/binary"
+
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/mailfunnel/mailfunnel/storage"
@@ -82,3 +84,16 @@ func DowngradeToV1(dir string, crashed bool) (groups, sups int, err error) {
 // Fresh reports whether the engine knows its store held no state when it
 // opened (see Engine.fresh).
 func Fresh(e *Engine) bool { return e.fresh }
+
+// SetFormatVersion writes version as the format of the state store in dir
+// (closed).
+func SetFormatVersion(dir string, version uint64) error {
+	db, err := storage.OpenBadgerOptions(dir, stateBadgerOptions, nil)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return db.Update(func(txn *badger.Txn) error {
+		return txn.Set([]byte{keyFormat}, binary.AppendUvarint(nil, version))
+	})
+}

@@ -73,3 +73,15 @@ func TestMigrateFormatV1(t *testing.T) {
 		})
 	}
 }
+
+// A store written by a newer format is refused, not misread.
+func TestNewerFormatRefused(t *testing.T) {
+	l := storagetest.New(t)
+	dir := t.TempDir()
+	eng, err := engine.Open(engine.DefaultConfig(dir), l)
+	require.NoError(t, err)
+	require.NoError(t, eng.Close())
+	require.NoError(t, engine.SetFormatVersion(dir, 99))
+	_, err = engine.Open(engine.DefaultConfig(dir), l)
+	require.ErrorContains(t, err, "format version 99")
+}
