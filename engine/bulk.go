@@ -23,8 +23,8 @@ import (
 // it. The checkpoint is written only by that final flush, with everything
 // else, so the store on disk never claims more than it holds.
 //
-// Passes: a rebuild's per-recipient working set (funnel, all-campaigns,
-// bounce and suppression records: about 3 per recipient) is far larger
+// Passes: a rebuild's per-recipient working set (a record per campaign of
+// the recipient and one over all campaigns) is far larger
 // than the recipient cache at scale, and with events in log order every
 // access misses: a Badger read, and an eviction write, per record and
 // event. So CatchUp reads its range of the log several times instead: a
@@ -91,8 +91,8 @@ func (e *Engine) catchUpBulk(ctx context.Context, progress func(applied uint64))
 		}
 	}
 	// A range too small to touch more records than the cache holds (at
-	// most five per event) needs one pass.
-	if n*5 <= budget {
+	// most two per event) needs one pass.
+	if n*2 <= budget {
 		e.part = partAll
 		if err := e.bulkPass(ctx, from, last, nil); err != nil {
 			return err

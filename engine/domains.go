@@ -20,11 +20,11 @@ import (
 // and every first-reach move of it is mirrored in counter series of its
 // domain (a recipient's domain is a function of its normalised address, so
 // it never changes). Bounce classes follow the bounce groups' class
-// dimension, whose per-recipient first times the 'b' record keeps.
+// dimension, whose per-recipient first times the same record keeps.
 //
 // Per campaign, nothing extra is kept: the answer is computed when asked by
-// scanning the campaign's recipient records ('r' cid and 'b' cid), which
-// hold every first-reach time. Keeping per-campaign domain series as well
+// scanning the campaign's recipient records ('r' cid), which hold every
+// first-reach and first-bounce time. Keeping per-campaign domain series as well
 // cost about four state writes per event (campaigns x domains x metrics
 // rarely repeat within a transaction) and cut the engine's apply rate
 // fivefold; a scan costs one pass over the campaign's recipients, per

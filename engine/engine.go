@@ -134,11 +134,33 @@ func (e *Engine) maxDirty() int {
 var maxDirtyBytes = 4 << 20
 
 // Per-entry estimates for dirtyBytes, upper bounds of what Badger counts
-// (key, value up to its 4 KiB value threshold, version and metas).
+// (key, value up to its 4 KiB value threshold, version and metas); a
+// recipient record's is recEntry.size.
 const (
-	recBytes    = 64 + 256 // key; funnel, bounce-group or suppression record
-	detailBytes = 8        // one more offset in a minute's detail
+	detailBytes = 8  // one more offset in a minute's detail
+	entryBytes  = 16 // Badger's version and metas per entry
+	stateBytes  = 2 + int(numRecipientMetrics)*10
+	groupBytes  = 1 + 2 + 10            // dim, key length, time
+	supBytes    = 10 + 1 + 2            // lift seq, reason, soft bounce count
+	causeBytes  = 10 + 10 + 5 + 1 + 3*2 // time, seq, campaign, type, string lengths
 )
+
+// size over-estimates what re adds to a transaction. A record grows with
+// its bounce groups and soft bounces (one recipient's record can reach a
+// few KB), so markDirty measures it whenever it changes.
+func (re *recEntry) size() int {
+	n := entryBytes + len(re.key) + stateBytes
+	for _, g := range re.groups {
+		n += groupBytes + len(g.key)
+	}
+	if sp := re.sup; sp != nil {
+		n += supBytes + causeBytes + len(sp.cause.pevent) + len(sp.cause.class) + len(sp.cause.reason)
+		for _, c := range sp.softs {
+			n += causeBytes + len(c.pevent) + len(c.class) + len(c.reason)
+		}
+	}
+	return n
+}
 
 // Engine applies the log to the state store. Run drives it; the query
 // methods (Funnel, Campaigns, ...) may be called concurrently with Run and
@@ -246,6 +268,9 @@ type recEntry struct {
 	sup    *supState
 	gen    uint32
 	dirty  bool
+	// sized is what dirtyBytes counts for the record since it became
+	// dirty (see size).
+	sized int32
 	// pub: in bulk mode, the API's suppression record ('S') is derived
 	// from sup when the record is written, not at every change.
 	pub bool
@@ -313,9 +338,6 @@ func Open(cfg Config, src Log) (*Engine, error) {
 	if err := e.load(); err != nil {
 		_ = db.Close()
 		return nil, err
-	}
-	if e.fresh {
-		e.written = newKeyFilter(freshKeys)
 	}
 	if err := e.recoverSketches(); err != nil {
 		_ = db.Close()
@@ -410,7 +432,9 @@ func (e *Engine) load() error {
 		if any.Valid() && bytes.Equal(any.Item().Key(), []byte{keyFormat}) {
 			any.Next()
 		}
-		e.fresh = !any.Valid()
+		if e.fresh = !any.Valid(); e.fresh {
+			e.written = newKeyFilter(freshKeys)
+		}
 		any.Close()
 		item, err := txn.Get([]byte{keyCheckpoint})
 		switch {
@@ -760,8 +784,12 @@ func (e *Engine) recipient(k []byte) (*recEntry, error) {
 func (e *Engine) markDirty(re *recEntry) {
 	if !re.dirty {
 		re.dirty = true
+		re.sized = 0
 		e.dirtyRecs = append(e.dirtyRecs, re)
-		e.dirtyBytes += recBytes
+	}
+	if n := int32(re.size()); n > re.sized {
+		e.dirtyBytes += int(n - re.sized)
+		re.sized = n
 	}
 }
 

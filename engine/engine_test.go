@@ -645,3 +645,44 @@ func TestCommitsStayWithinTransactionBytes(t *testing.T) {
 		}
 	}
 }
+
+// Recipient records grow with their bounce groups and soft bounces; the
+// byte estimate must follow them. Here each recipient bounces softly 30
+// times, four days apart (never three within the suppression window, so
+// every soft bounce is kept), each reply naming another MX host (a new
+// group each time).
+func TestCommitsStayWithinTransactionBytes_GrowingRecords(t *testing.T) {
+	const budget = 64 << 10
+	commits := 0
+	restore := engine.SetStagedSizeHook(budget, func(staged, estimate int) {
+		commits++
+		if staged > estimate {
+			t.Errorf("commit staged %d bytes, estimated %d", staged, estimate)
+		}
+	})
+	defer restore()
+	l := storagetest.New(t)
+	var evs []event.Event
+	for j := 0; j < 30; j++ {
+		for i := 0; i < 300; i++ {
+			r := fmt.Sprintf("someone.with.a.long.name%d@example-domain.com", i)
+			evs = append(evs, event.Event{
+				SMTPCode: 452, SMTPStatus: "4.2.2",
+				SMTPResponse: fmt.Sprintf("host mx%d.example-domain.com[1.2.3.4] said: 452 4.2.2 Mailbox full", j),
+				Source:       "sp", Provider: "sendpulse", ProviderEvent: "soft_bounce", Type: event.SoftBounce,
+				Account: "a1", Campaign: fmt.Sprintf("c%d", j%4), Recipient: r, RecipientDomain: event.Domain(r),
+				EventTime: base.Add(time.Duration(j) * 4 * 24 * time.Hour).Add(time.Duration(i) * time.Microsecond), ReceivedTime: base,
+				MessageID: fmt.Sprint(i, "-", j),
+			})
+		}
+	}
+	_, err := l.AppendCtx(evs...)
+	require.NoError(t, err)
+	cfg := engine.DefaultConfig(t.TempDir())
+	cfg.BatchEvents = 1_000_000
+	eng, err := engine.Open(cfg, l)
+	require.NoError(t, err)
+	defer eng.Close()
+	require.NoError(t, eng.CatchUp(context.Background(), nil))
+	require.Greater(t, commits, 3, "the byte budget should have split the catch-up")
+}

@@ -121,7 +121,7 @@ func prepareFormat(db *badger.DB, log *slog.Logger) (migrated int, err error) {
 	case version == formatVersion:
 		return 0, nil
 	case version > formatVersion:
-		return 0, fmt.Errorf("engine state has format version %d, this build reads up to %d: run a newer mailfunnel or rebuild the state", version, formatVersion)
+		return 0, fmt.Errorf("engine state has format version %d, this build reads up to %d: run a newer mailfunnel, or re-derive the state from the log with 'mailfunnel rebuild'", version, formatVersion)
 	}
 	if !empty {
 		// Minutes for tens of millions of recipients: say why the start

@@ -73,3 +73,25 @@ func TestReplayWhileServing(t *testing.T) {
 	cancel()
 	require.NoError(t, <-runDone)
 }
+
+// A replay of an empty log swaps in a fresh store; the engine then applies
+// new events (it once lacked the fresh store's key filter there, and
+// panicked).
+func TestReplayOfEmptyLog(t *testing.T) {
+	l := storagetest.New(t)
+	eng, err := engine.Open(engine.DefaultConfig(t.TempDir()), l)
+	require.NoError(t, err)
+	defer eng.Close()
+	replay, err := eng.StartReplay()
+	require.NoError(t, err)
+	require.NoError(t, replay(context.Background()))
+	stream := randomStream(rand.New(rand.NewPCG(1, 1)), 50)
+	_, err = l.AppendCtx(stream...)
+	require.NoError(t, err)
+	require.NoError(t, eng.CatchUp(context.Background(), nil))
+	events := accepted(t, l)
+	ref := engine.CampaignRef{Source: "sp", Account: "a1", Campaign: "c1"}
+	f, err := eng.Funnel(ref, engine.Range{})
+	require.NoError(t, err)
+	require.Equal(t, naiveFunnel(events, ref, engine.Range{}), flatten(f))
+}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/mailfunnel/mailfunnel/engine/bounce"
 	"github.com/mailfunnel/mailfunnel/event"
+	"github.com/mailfunnel/mailfunnel/storage"
 )
 
 // Suppressions: the addresses senders must not mail again. Suppression is
@@ -529,18 +530,45 @@ func (e *Engine) LiftSuppression(recipient string) (*Suppression, uint64, error)
 func (e *Engine) Lifts() ([]Lift, error) {
 	var out []Lift
 	err := e.view(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixLift}})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			k := it.Item().Key()
-			if len(k) < 9 {
-				return fmt.Errorf("lift key: %w", errCorrupt)
-			}
-			out = append(out, Lift{Seq: binary.BigEndian.Uint64(k[1:9]), Recipient: string(k[9:])})
-		}
-		return nil
+		var err error
+		out, err = readLifts(txn)
+		return err
 	})
 	return out, err
+}
+
+// ReadLifts reads the lift journal of the state store in dir, which no
+// engine may have open, without opening an engine on it: the journal's
+// keys are the same in every format, so a rebuild carries it over from a
+// store this build would refuse (a newer format) or would first migrate.
+func ReadLifts(dir string) ([]Lift, error) {
+	db, err := storage.OpenBadgerOptions(dir, stateBadgerOptions, nil)
+	if err != nil {
+		return nil, err
+	}
+	var out []Lift
+	err = db.View(func(txn *badger.Txn) error {
+		out, err = readLifts(txn)
+		return err
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	return out, err
+}
+
+func readLifts(txn *badger.Txn) ([]Lift, error) {
+	var out []Lift
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixLift}})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		k := it.Item().Key()
+		if len(k) < 9 {
+			return nil, fmt.Errorf("lift key: %w", errCorrupt)
+		}
+		out = append(out, Lift{Seq: binary.BigEndian.Uint64(k[1:9]), Recipient: string(k[9:])})
+	}
+	return out, nil
 }
 
 // ImportLifts adds journal entries (from Lifts of another state store, for

@@ -11,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
 	"github.com/stretchr/testify/require"
+
+	"github.com/mailfunnel/mailfunnel/storage"
 )
 
 func (s *server) post(t *testing.T, path string, body []byte, tok string) (int, []byte) {
@@ -100,6 +103,24 @@ func TestExportAndRebuild(t *testing.T) {
 	out, err = exec.Command(binary, "rebuild", "--data", data).CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	require.Contains(t, string(out), "rebuilt")
+	srv = startServer(t, data)
+	srv.waitReady(t)
+	checkFunnels(t, srv, events)
+	srv.stop(t)
+
+	// A state store of a newer format (as a downgrade leaves it): serve
+	// refuses it, rebuild re-derives it from the log.
+	db, err := storage.OpenBadger(filepath.Join(data, "state"), 8, nil)
+	require.NoError(t, err)
+	require.NoError(t, db.Update(func(txn *badger.Txn) error {
+		return txn.Set([]byte{'V'}, []byte{99} /* uvarint 99 */)
+	}))
+	require.NoError(t, db.Close())
+	out, err = exec.Command(binary, "serve", "--data", data, "--addr", "127.0.0.1:0").CombinedOutput()
+	require.Error(t, err)
+	require.Contains(t, string(out), "format version 99")
+	out, err = exec.Command(binary, "rebuild", "--data", data).CombinedOutput()
+	require.NoError(t, err, "%s", out)
 	srv = startServer(t, data)
 	srv.waitReady(t)
 	checkFunnels(t, srv, events)

@@ -55,15 +55,7 @@ func (r *RebuildCommand) Run(ctx context.Context, args []string) error {
 	// over, so that the rebuilt state replays each at its place.
 	var lifts []engine.Lift
 	if _, err := os.Stat(state); err == nil {
-		old, err := engine.Open(engine.DefaultConfig(state), log)
-		if err != nil {
-			return fmt.Errorf("read lift journal: %w", err)
-		}
-		lifts, err = old.Lifts()
-		if cerr := old.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
+		if lifts, err = engine.ReadLifts(state); err != nil {
 			return fmt.Errorf("read lift journal: %w", err)
 		}
 	}
