@@ -606,34 +606,13 @@ func TestRunFollowsLog(t *testing.T) {
 // the budget (not BatchEvents) ended the transactions, and that the
 // answers are those of one big transaction.
 func TestCommitsStayWithinTransactionBytes(t *testing.T) {
-	const budget = 16 << 10
-	commits, over := 0, 0
-	restore := engine.SetStagedSizeHook(budget, func(staged, estimate int) {
-		commits++
-		if staged > estimate {
-			over++
-			t.Errorf("commit staged %d bytes, estimated %d", staged, estimate)
-		}
-	})
-	defer restore()
-
-	l := storagetest.New(t)
 	rng := rand.New(rand.NewPCG(3, 3))
 	stream := randomStream(rng, 3000)
 	for i := range stream {
 		// All in one minute, each at its own microsecond.
 		stream[i].EventTime = base.Add(time.Duration(i)*time.Microsecond + time.Duration(rng.IntN(1000))*time.Microsecond)
 	}
-	_, err := l.AppendCtx(stream...)
-	require.NoError(t, err)
-	cfg := engine.DefaultConfig(t.TempDir())
-	cfg.BatchEvents = 1_000_000
-	eng, err := engine.Open(cfg, l)
-	require.NoError(t, err)
-	defer eng.Close()
-	require.NoError(t, eng.CatchUp(context.Background(), nil))
-	require.Greater(t, commits, 3, "the byte budget should have split the catch-up")
-	require.Zero(t, over)
+	eng, l := catchUpWithinBytes(t, 16<<10, stream)
 
 	events := accepted(t, l)
 	for _, c := range []string{"c0", "c1", "c2"} {
@@ -652,16 +631,6 @@ func TestCommitsStayWithinTransactionBytes(t *testing.T) {
 // every soft bounce is kept), each reply naming another MX host (a new
 // group each time).
 func TestCommitsStayWithinTransactionBytes_GrowingRecords(t *testing.T) {
-	const budget = 64 << 10
-	commits := 0
-	restore := engine.SetStagedSizeHook(budget, func(staged, estimate int) {
-		commits++
-		if staged > estimate {
-			t.Errorf("commit staged %d bytes, estimated %d", staged, estimate)
-		}
-	})
-	defer restore()
-	l := storagetest.New(t)
 	var evs []event.Event
 	for j := 0; j < 30; j++ {
 		for i := 0; i < 300; i++ {
@@ -676,13 +645,31 @@ func TestCommitsStayWithinTransactionBytes_GrowingRecords(t *testing.T) {
 			})
 		}
 	}
-	_, err := l.AppendCtx(evs...)
+	catchUpWithinBytes(t, 64<<10, evs)
+}
+
+// catchUpWithinBytes applies events in one catch-up with the transaction
+// byte budget set to budget, and checks that the budget split it into
+// several commits, none of which staged more than estimated.
+func catchUpWithinBytes(t *testing.T, budget int, events []event.Event) (*engine.Engine, *storage.Log) {
+	t.Helper()
+	commits := 0
+	restore := engine.SetStagedSizeHook(budget, func(staged, estimate int) {
+		commits++
+		if staged > estimate {
+			t.Errorf("commit staged %d bytes, estimated %d", staged, estimate)
+		}
+	})
+	defer restore()
+	l := storagetest.New(t)
+	_, err := l.AppendCtx(events...)
 	require.NoError(t, err)
 	cfg := engine.DefaultConfig(t.TempDir())
 	cfg.BatchEvents = 1_000_000
 	eng, err := engine.Open(cfg, l)
 	require.NoError(t, err)
-	defer eng.Close()
+	t.Cleanup(func() { eng.Close() })
 	require.NoError(t, eng.CatchUp(context.Background(), nil))
 	require.Greater(t, commits, 3, "the byte budget should have split the catch-up")
+	return eng, l
 }
