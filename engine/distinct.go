@@ -25,8 +25,8 @@ import (
 // Sketches are not part of the exactly-once transaction on every commit:
 // inserting a recipient twice leaves a sketch unchanged, so replaying
 // events into them is harmless. They are written at most every
-// sketchFlushEvery (a dense sketch is 16 KiB; writing every hot one on
-// each 20 ms commit would dominate the state store's writes), together
+// sketchFlushEvery (a dense sketch is 16 KiB; writing every hot one at
+// every commit would dominate the state store's writes), together
 // with keySketchSeq, the sequence up to which they are complete. On start,
 // the events between keySketchSeq and the checkpoint are re-inserted
 // before anything else. Distinct counts therefore trail the funnel by at

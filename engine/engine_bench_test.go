@@ -133,7 +133,7 @@ func cpuTime(b *testing.B) time.Duration {
 
 // BenchmarkEngine_Follow measures the normal (live) mode: the default
 // Config, one atomic state+checkpoint transaction per commit. step=2400 is
-// live ingest at 120k events/s with the 20 ms CommitInterval (a CatchUp per
+// live ingest at 120k events/s with a 20 ms CommitInterval (a CatchUp per
 // 2,400 events); step=all is one CatchUp over the whole log (a restart
 // after downtime: commits every BatchEvents). precision=us has microsecond
 // event times instead of SendPulse's seconds; precision=emblue is the load

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -184,4 +187,51 @@ func TestReplay(t *testing.T) {
 	srv.waitReady(t)
 	checkFunnels(t, srv, events)
 	srv.stop(t)
+}
+
+// TestCommitInterval: --commit-interval sets how often the engine commits
+// while webhooks trickle in: at most once a second with 1s, once per
+// webhook with no wait.
+func TestCommitInterval(t *testing.T) {
+	work := universe(rand.New(rand.NewPCG(9, 9)), 0, 20) // emBlue singles
+	for _, tc := range []struct {
+		interval string
+		ok       func(commits int) bool
+	}{
+		{"1s", func(n int) bool { return n <= 3 }},
+		{"-1ms", func(n int) bool { return n >= 10 }},
+	} {
+		srv := startServer(t, t.TempDir(), "--commit-interval", tc.interval)
+		srv.waitReady(t)
+		before := srv.commits(t)
+		for _, p := range work {
+			code, b := srv.post(t, p.path, p.body, ingestTok)
+			require.Equal(t, 200, code, "%s", b)
+			time.Sleep(10 * time.Millisecond)
+		}
+		n := srv.commits(t) - before
+		t.Logf("--commit-interval %s: %d commits for %d webhooks", tc.interval, n, len(work))
+		require.True(t, tc.ok(n), "--commit-interval %s: %d commits for %d webhooks posted 10 ms apart", tc.interval, n, len(work))
+		srv.waitReady(t)
+		srv.stop(t)
+	}
+}
+
+// commits reads mailfunnel_engine_commits_total.
+func (s *server) commits(t *testing.T) int {
+	t.Helper()
+	resp, err := http.Get(s.base + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "mailfunnel_engine_commits_total "); ok {
+			n, err := strconv.ParseFloat(v, 64)
+			require.NoError(t, err)
+			return int(n)
+		}
+	}
+	t.Fatal("no mailfunnel_engine_commits_total in /metrics")
+	return 0
 }

@@ -314,8 +314,11 @@ func TestKillDuringIngest(t *testing.T) {
 		return resp.StatusCode, out
 	}
 
+	// Kills land at other points of the engine's commit cycle when it
+	// commits at other paces.
+	intervals := []string{"50ms", "-1ms", "5ms", "200ms"}
 	for round := 0; ; round++ {
-		srv := startServer(t, data)
+		srv := startServer(t, data, "--commit-interval", intervals[round%len(intervals)])
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
 		for w := 0; w < 8; w++ {

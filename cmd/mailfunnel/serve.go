@@ -45,6 +45,7 @@ type ServeCommand struct {
 	readyLag       uint64
 	maxInFlight    int
 	recipientCache int
+	commitInterval time.Duration
 	rules          ruleFlags
 	gcInterval     time.Duration
 	retention      time.Duration
@@ -130,6 +131,7 @@ func (s *ServeCommand) flags() *flag.FlagSet {
 	fs.Uint64Var(&s.readyLag, "ready-lag", 10_000, "/readyz fails while the engine is more than this many events behind")
 	fs.IntVar(&s.maxInFlight, "max-in-flight", 2048, "webhook requests processed at once; more wait up to 1s, then get 503")
 	fs.IntVar(&s.recipientCache, "recipient-cache", 500_000, "per-recipient funnel states kept in memory (the rest stay in the state store)")
+	fs.DurationVar(&s.commitInterval, "commit-interval", engine.DefaultCommitInterval, "least time between two engine commits while it follows the log: longer lets one state transaction cover more webhooks (less CPU per event), shorter shows new events sooner (negative: no wait)")
 	s.rules.register(fs)
 	fs.DurationVar(&s.gcInterval, "gc-interval", 10*time.Minute, "how often Badger value-log garbage collection runs (0 turns it off)")
 	fs.DurationVar(&s.retention, "retention", 0, "delete log entries received longer ago than this, once the engine (and the exporter) have consumed them; aggregates stay (0: keep everything)")
@@ -225,6 +227,7 @@ func (s *ServeCommand) Run(ctx context.Context, args []string) error {
 	}()
 	ecfg := engine.DefaultConfig(s.data.stateDir())
 	ecfg.RecipientCache = s.recipientCache
+	ecfg.CommitInterval = s.commitInterval
 	if err := s.rules.apply(&ecfg); err != nil {
 		return err
 	}
