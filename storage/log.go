@@ -192,9 +192,11 @@ func OpenBadger(dir string, blockCacheMB int, logger *slog.Logger) (*badger.DB, 
 // mailfunnel's stores.
 type BadgerOptions struct {
 	BlockCacheMB int
-	// MemTableMB is the memtable size. The engine's state store uses a
-	// small one: its writes are random keys, and a skiplist that fits in
-	// the CPU caches inserts several times faster.
+	// MemTableMB is the memtable size. It also bounds a transaction (15%
+	// of it), which the engine's state store needs large: a smaller one
+	// ends its transactions sooner, so hot counters are rewritten more
+	// often, and that costs more than the smaller skiplist saves
+	// (benchmarks/RESULTS.md, stop 11).
 	MemTableMB int
 	// Snappy selects Snappy instead of zstd for SSTs: cheaper CPU for a
 	// store that is rewritten often and can be rebuilt.
