@@ -262,6 +262,40 @@ func TestLargeBatchSpansEntries(t *testing.T) {
 	require.Equal(t, 5_000, res.Duplicates)
 }
 
+// A group large enough to split its dedupe lookups over two goroutines
+// finds every stored duplicate, wherever it falls in hash order, and
+// repeats inside the group.
+func TestLargeGroupFindsDuplicatesEverywhere(t *testing.T) {
+	l := storagetest.New(t)
+	var stored []event.Event
+	for i := 0; i < 6000; i += 3 {
+		stored = append(stored, ev(i))
+	}
+	_, err := l.AppendCtx(stored...)
+	require.NoError(t, err)
+	var batch []event.Event
+	for i := 0; i < 6000; i++ {
+		batch = append(batch, ev(i))
+		if i%100 == 0 {
+			batch = append(batch, ev(i)) // a repeat inside the group
+		}
+	}
+	res, err := l.AppendCtx(batch...)
+	require.NoError(t, err)
+	require.Equal(t, 4000, res.Accepted)
+	require.Equal(t, 2000+60, res.Duplicates)
+	got := readAll(t, l, uint64(len(stored))+1)
+	require.Len(t, got, 4000)
+	want := 0
+	for _, e := range got {
+		if want%3 == 0 {
+			want++
+		}
+		require.Equal(t, ev(want).Recipient, e.Recipient)
+		want++
+	}
+}
+
 // ReadFromView yields the same events as ReadFrom, from any position;
 // only the lifetime of their strings differs.
 func TestReadFromViewMatchesReadFrom(t *testing.T) {
