@@ -79,7 +79,7 @@ func (re *recEntry) decodeRecord(k string, v []byte) error {
 // isAllCampaigns reports whether record key k (prefix 'r') is a
 // recipient's all-campaigns record.
 func isAllCampaigns(k string) bool {
-	return len(k) >= 5 && binary.BigEndian.Uint32([]byte(k[1:5])) == allCampaigns
+	return len(k) >= 5 && k[1:5] == "\x00\x00\x00\x00" // cid allCampaigns, big-endian
 }
 
 // Keys of format version 1, read only by the migration.
