@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -236,4 +237,36 @@ func (s *server) commits(t *testing.T) int {
 	}
 	t.Fatal("no mailfunnel_engine_commits_total in /metrics")
 	return 0
+}
+
+// TestDebugAddr: --debug-addr serves Go's profiling endpoints on a listener
+// of their own, named in server.json, and the server still stops cleanly.
+func TestDebugAddr(t *testing.T) {
+	data := t.TempDir()
+	srv := startServer(t, data, "--debug-addr", "127.0.0.1:0")
+	b, err := os.ReadFile(filepath.Join(data, "server.json"))
+	require.NoError(t, err)
+	var info struct {
+		DebugAddr string `json:"debug_addr"`
+	}
+	require.NoError(t, json.Unmarshal(b, &info))
+	require.NotEmpty(t, info.DebugAddr)
+	for path, want := range map[string]string{
+		"/debug/pprof/cmdline":           "serve",
+		"/debug/pprof/heap?debug=1":      "heap profile",
+		"/debug/pprof/goroutine?debug=1": "goroutine profile",
+	} {
+		resp, err := http.Get("http://" + info.DebugAddr + path)
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.Equal(t, 200, resp.StatusCode, path)
+		require.Contains(t, string(body), want, path)
+	}
+	// Not on the API's listener.
+	resp, err := http.Get(srv.base + "/debug/pprof/")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, 404, resp.StatusCode)
+	srv.stop(t)
 }

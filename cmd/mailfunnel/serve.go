@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -46,6 +48,7 @@ type ServeCommand struct {
 	maxInFlight    int
 	recipientCache int
 	commitInterval time.Duration
+	debugAddr      string
 	rules          ruleFlags
 	gcInterval     time.Duration
 	retention      time.Duration
@@ -133,6 +136,7 @@ func (s *ServeCommand) flags() *flag.FlagSet {
 	fs.IntVar(&s.recipientCache, "recipient-cache", 500_000, "per-recipient funnel states kept in memory (the rest stay in the state store)")
 	fs.DurationVar(&s.commitInterval, "commit-interval", engine.DefaultCommitInterval, "least time between two engine commits while it follows the log: longer lets one state transaction cover more webhooks (less CPU per event), shorter shows new events sooner (negative: no wait)")
 	s.rules.register(fs)
+	fs.StringVar(&s.debugAddr, "debug-addr", "", "address for Go's profiling endpoints (/debug/pprof/), without authentication: keep it on loopback (default: off)")
 	fs.DurationVar(&s.gcInterval, "gc-interval", 10*time.Minute, "how often Badger value-log garbage collection runs (0 turns it off)")
 	fs.DurationVar(&s.retention, "retention", 0, "delete log entries received longer ago than this, once the engine (and the exporter) have consumed them; aggregates stay (0: keep everything)")
 	fs.DurationVar(&s.retentionEvery, "retention-interval", time.Minute, "how often --retention is applied")
@@ -308,7 +312,27 @@ func (s *ServeCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", s.addr, err)
 	}
-	if err := writeServerInfo(s.data.dir, ln.Addr().String()); err != nil {
+	debugAddr := ""
+	if s.debugAddr != "" {
+		dln, err := net.Listen("tcp", s.debugAddr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("--debug-addr: listen on %s: %w", s.debugAddr, err)
+		}
+		dbg := debugServer()
+		debugAddr = dln.Addr().String()
+		if ip := dln.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() {
+			logger.Warn("the profiling endpoints are not on loopback: anyone who reaches them can read the process's memory profile and arguments", "addr", debugAddr)
+		}
+		logger.Info("profiling endpoints listening", "addr", debugAddr, "path", "/debug/pprof/")
+		go func() {
+			if err := dbg.Serve(dln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				logger.Warn("profiling endpoints", "err", err)
+			}
+		}()
+		defer dbg.Close()
+	}
+	if err := writeServerInfo(s.data.dir, ln.Addr().String(), debugAddr); err != nil {
 		logger.Warn("write server info", "err", err)
 	}
 	defer os.Remove(filepath.Join(s.data.dir, serverInfoFile))
@@ -417,11 +441,28 @@ func runRetention(ctx context.Context, every, keep time.Duration, log *storage.L
 
 const serverInfoFile = "server.json"
 
+// debugServer serves Go's profiling endpoints (net/http/pprof), for
+// --debug-addr. They are kept off the API's listener: they need no token,
+// and a CPU profile holds a connection for its whole duration.
+func debugServer() *http.Server {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+}
+
 // writeServerInfo records where the running server listens, so that
 // 'mailfunnel export' can ask it to export instead of touching the locked
 // data dir.
-func writeServerInfo(dir, addr string) error {
-	b, err := json.Marshal(map[string]any{"addr": addr, "pid": os.Getpid()})
+func writeServerInfo(dir, addr, debugAddr string) error {
+	info := map[string]any{"addr": addr, "pid": os.Getpid()}
+	if debugAddr != "" {
+		info["debug_addr"] = debugAddr
+	}
+	b, err := json.Marshal(info)
 	if err != nil {
 		return err
 	}
