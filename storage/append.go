@@ -395,7 +395,8 @@ func (l *Log) writeGroup(group []*appendReq, sg *stagedGroup, prevSeen map[Hash]
 	slices.SortFunc(cands, func(a, b candidate) int { return bytes.Compare(a.h[:], b.h[:]) })
 	// lookup marks the candidates the store already holds (stored[pos],
 	// distinct per candidate, so halves may run at once) and returns them.
-	lookup := func(cs []candidate) (dups []Hash, err error) {
+	lookup := func(cs []candidate) ([]Hash, error) {
+		var dups []Hash
 		var key [17]byte
 		key[0] = prefixDedupe
 		for _, c := range cs {
