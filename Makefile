@@ -57,10 +57,14 @@ tidy-check: ## fail if go.mod/go.sum (main module and the DuckDB test module) ar
 	$(GO) mod tidy -diff
 	cd export/duckdbtest && $(GO) mod tidy -diff
 
+badger-check: ## third_party/badger is upstream Badger plus third_party/badger.patch only, and passes upstream's transaction tests
+	third_party/check-badger.sh
+	cd third_party/badger && $(GO) test -count=1 -run 'Txn|WriteBatch|Conflict' .
+
 smoke: ## the contract smoke test against the built binary
 	../shared/smoke/contract-smoke
 
 clean: ## remove build outputs (not ./data)
 	rm -rf bin
 
-.PHONY: help build run test test-short bench bench-ingest fuzz lint fmt tidy-check smoke clean
+.PHONY: help build run test test-short bench bench-ingest fuzz lint fmt tidy-check badger-check smoke clean

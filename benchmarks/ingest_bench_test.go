@@ -21,7 +21,7 @@ import (
 // startServer wires the same components as 'mailfunnel serve' (durable
 // log with fsync, engine following it, Fiber ingest, the query API with
 // token "q") on a loopback port.
-func startServer(b *testing.B) string {
+func startServer(b *testing.B) (string, *engine.Engine) {
 	b.Helper()
 	log, err := storage.Open(storage.DefaultConfig(b.TempDir()))
 	if err != nil {
@@ -57,7 +57,7 @@ func startServer(b *testing.B) string {
 		eng.Close()
 		log.Close()
 	})
-	return ln.Addr().String()
+	return ln.Addr().String(), eng
 }
 
 // startCeiling is the baseline: a bare Fiber server that reads the body
@@ -98,10 +98,11 @@ func BenchmarkIngest(b *testing.B) {
 		for _, server := range []string{"mailfunnel", "ceiling"} {
 			b.Run(tc.name+"/server="+server, func(b *testing.B) {
 				cfg := tc.cfg
+				var eng *engine.Engine
 				if server == "ceiling" {
 					cfg.Addr = startCeiling(b)
 				} else {
-					cfg.Addr = startServer(b)
+					cfg.Addr, eng = startServer(b)
 					cfg.Probe = &loadgen.Probe{APIToken: "q"}
 				}
 				cfg.Token = "t"
@@ -121,6 +122,15 @@ func BenchmarkIngest(b *testing.B) {
 				if f := res.Freshness; f != nil && f.Samples > 0 {
 					b.ReportMetric(float64(f.P50.Microseconds())/1000, "fresh-p50-ms")
 					b.ReportMetric(float64(f.P99.Microseconds())/1000, "fresh-p99-ms")
+				}
+				if eng != nil && res.Events > 0 {
+					// How far the engine kept up while the load ran, and the
+					// state keys it wrote per event applied: most of its cost.
+					st := eng.Stats()
+					b.ReportMetric(float64(st.Applied)/float64(res.Events), "applied/event")
+					if st.Applied > 0 {
+						b.ReportMetric(float64(st.Keys)/float64(st.Applied), "state-keys/applied")
+					}
 				}
 			})
 		}
