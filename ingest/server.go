@@ -180,11 +180,15 @@ func (s *Server) handle(c *fiber.Ctx) error {
 	return err
 }
 
-// metricProvider keeps label cardinality bounded: unknown names from the
-// URL collapse into one value.
+// metricProvider returns the label for provider p: the adapter's own name,
+// or "unknown" for a name no adapter has, which keeps label cardinality
+// bounded. Never p itself: Fiber's route parameters alias the request
+// buffer, which the next request on the connection overwrites, and a
+// label value is kept for the life of the process ("sendpulse" became
+// "embluelse" in /metrics, which then failed as a whole).
 func metricProvider(s *Server, p string) string {
-	if _, ok := s.adapters[p]; ok {
-		return p
+	if a, ok := s.adapters[p]; ok {
+		return a.Provider()
 	}
 	return "unknown"
 }
@@ -246,8 +250,8 @@ func (s *Server) serve(c *fiber.Ctx, provider string) (int, error) {
 		return fiber.StatusInternalServerError, c.Status(fiber.StatusInternalServerError).JSON(errorBody{
 			Error: "internal error storing events: nothing was acknowledged, please redeliver"})
 	}
-	s.m.events.WithLabelValues(provider, "accepted").Add(float64(res.Accepted))
-	s.m.events.WithLabelValues(provider, "duplicate").Add(float64(res.Duplicates))
+	s.m.events.WithLabelValues(a.Provider(), "accepted").Add(float64(res.Accepted))
+	s.m.events.WithLabelValues(a.Provider(), "duplicate").Add(float64(res.Duplicates))
 	return fiber.StatusOK, c.JSON(fiber.Map{"accepted": res.Accepted, "duplicates": res.Duplicates})
 }
 
@@ -261,7 +265,7 @@ func (s *Server) unavailable(c *fiber.Ctx, why string) (int, error) {
 // problem. If even the dead letter cannot be stored, the answer is 500 so
 // that the provider redelivers: a 400 would tell it to drop the body.
 func (s *Server) reject(c *fiber.Ctx, provider, source string, body []byte, recv time.Time, perr error) (int, error) {
-	s.m.events.WithLabelValues(provider, "rejected").Inc()
+	s.m.events.WithLabelValues(metricProvider(s, provider), "rejected").Inc()
 	eb := errorBody{Error: perr.Error()}
 	var ee *ElementError
 	if errors.As(perr, &ee) {

@@ -264,3 +264,44 @@ func TestConcurrentSinglePosts(t *testing.T) {
 	require.Equal(t, workers*per, accepted)
 	require.EqualValues(t, workers*per, f.log.LastSeq())
 }
+
+// Metric labels must be strings of their own: Fiber's route parameters
+// alias the request buffer, which the next request on a keep-alive
+// connection overwrites, while a label lives as long as the process. The
+// provider label once became "embluelse", and /metrics failed as a whole.
+func TestMetricLabelsSurviveTheNextRequest(t *testing.T) {
+	f := newFixture(t, nil)
+	ln, err := newListener()
+	require.NoError(t, err)
+	go func() { _ = f.app.Listener(ln) }()
+	defer func() { require.NoError(t, f.app.Shutdown()) }()
+	base := "http://" + ln.Addr().String() + "/v1/webhooks/"
+	client := &http.Client{} // one keep-alive connection for every request
+	for i, p := range []struct{ path, body string }{
+		{"sendpulse", spBatch},
+		{"emblue", `{"account_id":1,"action_id":2,"type_id":1,"activity_id":2,"email":"u@x.com","timestamp":"2026-11-23 10:00:00.000001"}`},
+		{"sendpulse", `[{"event": "delivered"}]`}, // rejected
+		{"mailgunx", `[]`},                        // unknown
+		{"emblue", `{`},                           // rejected
+	} {
+		req, err := http.NewRequest(http.MethodPost, base+p.path+"?token="+token, strings.NewReader(p.body))
+		require.NoError(t, err)
+		resp, err := client.Do(req)
+		require.NoError(t, err, "request %d", i)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	mfs, err := f.reg.Gather()
+	require.NoError(t, err, "/metrics would fail")
+	providers := map[string]bool{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == "provider" {
+					providers[lp.GetValue()] = true
+				}
+			}
+		}
+	}
+	require.Equal(t, map[string]bool{"sendpulse": true, "emblue": true, "unknown": true}, providers)
+}
