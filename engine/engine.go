@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"math/bits"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/mailfunnel/mailfunnel/engine/bounce"
 	"github.com/mailfunnel/mailfunnel/event"
+	"github.com/mailfunnel/mailfunnel/internal/bloom"
 	"github.com/mailfunnel/mailfunnel/storage"
 )
 
@@ -227,7 +227,7 @@ type Engine struct {
 	// cannot exist, which saves a Badger read per new key: the dominant
 	// cost of a rebuild. Past freshKeys keys the filter is dropped.
 	fresh    bool
-	written  *keyFilter
+	written  *bloom.Filter
 	writtenN int
 	pending  int    // events applied since the last commit
 	pendSeq  uint64 // seq of the last applied event
@@ -383,49 +383,11 @@ func (e *Engine) mayExistBytes(k []byte) bool {
 	if !e.fresh {
 		return true
 	}
-	if e.written.testAndAdd(k) {
+	if h := xxh3.Hash128(k); e.written.TestAndAdd(h.Hi, h.Lo) {
 		return true
 	}
 	e.wroteNew()
 	return false
-}
-
-// keyFilter is a blocked Bloom filter of the keys a fresh store holds
-// (see Engine.fresh): a key's bits all lie in one 64-byte block, so that
-// a test and add costs one cache miss instead of one per bit. The filter
-// (24 MiB) is far larger than the CPU caches, and the test runs for every
-// record and counter that misses the engine's caches: with a standard
-// filter its probes cost a rebuild about as much as the counters did. The
-// price is a slightly higher false-positive rate, paid as Badger reads
-// that find nothing; a key that was added is always found. (No blocked
-// filter library is among the modules this build can fetch, and
-// bits-and-blooms' filter, used before, probes a cache line per bit.)
-type keyFilter struct{ blocks [][8]uint64 }
-
-// keyFilterBits is the filter's size per key: 10 bits, as a standard
-// filter needs for 1% false positives.
-const keyFilterBits = 10
-
-func newKeyFilter(keys int) *keyFilter {
-	return &keyFilter{blocks: make([][8]uint64, max(1, keys*keyFilterBits/512))}
-}
-
-// testAndAdd adds k and reports whether it may have been added before.
-func (f *keyFilter) testAndAdd(k []byte) bool {
-	h := xxh3.Hash128(k)
-	blk, _ := bits.Mul64(h.Hi, uint64(len(f.blocks)))
-	b := &f.blocks[blk]
-	// Seven bits by double hashing within the block's 512.
-	h1, h2 := uint32(h.Lo), uint32(h.Lo>>32)|1
-	present := true
-	for i := uint32(0); i < 7; i++ {
-		bit := (h1 + i*h2) & 511
-		if m := uint64(1) << (bit & 63); b[bit>>6]&m == 0 {
-			present = false
-			b[bit>>6] |= m
-		}
-	}
-	return present
 }
 
 func (e *Engine) wroteNew() {
@@ -444,7 +406,7 @@ func (e *Engine) load() error {
 			any.Next()
 		}
 		if e.fresh = !any.Valid(); e.fresh {
-			e.written = newKeyFilter(freshKeys)
+			e.written = bloom.New(freshKeys)
 		}
 		any.Close()
 		item, err := txn.Get([]byte{keyCheckpoint})

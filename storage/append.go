@@ -362,6 +362,8 @@ func (l *Log) writeGroup(group []*appendReq, sg *stagedGroup, prevSeen map[Hash]
 	first := next
 	seen := make(map[Hash]struct{})
 	var count int
+	now := time.Now()
+	l.filters.maintain(l.db, now)
 
 	rtxn, wtxn := l.spare.take(l.db)
 	// First occurrences not in the commit in flight are candidates; the
@@ -386,12 +388,17 @@ func (l *Log) writeGroup(group []*appendReq, sg *stagedGroup, prevSeen map[Hash]
 			_, dupPrev := prevSeen[h]
 			if !dupGroup && !dupPrev {
 				seen[h] = struct{}{}
-				cands = append(cands, candidate{h, pos})
 				stored[pos] = true
+				// Only a hash the filters may hold needs a read.
+				if l.filters.mayContain(h) {
+					cands = append(cands, candidate{h, pos})
+				}
 			}
 			pos++
 		}
 	}
+	l.filters.stats.reads.Add(uint64(len(cands)))
+	l.filters.stats.skipped.Add(uint64(len(seen) - len(cands)))
 	slices.SortFunc(cands, func(a, b candidate) int { return bytes.Compare(a.h[:], b.h[:]) })
 	// lookup marks the candidates the store already holds (stored[pos],
 	// distinct per candidate, so halves may run at once) and returns them.
@@ -442,6 +449,12 @@ func (l *Log) writeGroup(group []*appendReq, sg *stagedGroup, prevSeen map[Hash]
 	}
 	for _, h := range dups {
 		delete(seen, h)
+	}
+	// Into the filters before the commit: if it fails, they hold keys the
+	// store lacks, which costs a read, never a lost redelivery.
+	expires := uint64(now.Add(l.cfg.DedupeHorizon).Unix()) + 1
+	for h := range seen {
+		l.filters.add(h, expires)
 	}
 	pos = 0
 	for _, r := range group {

@@ -24,7 +24,9 @@
 // seen within the dedupe horizon (default 7 days) is not stored again and is
 // reported in Result.Duplicates. The hash covers the provider's own fields
 // (not the receive time, and not the event time when the provider sent none),
-// so a redelivery counts once.
+// so a redelivery counts once. Bloom filters of the stored hashes spare
+// most new events their lookup in the index (dedupefilter.go); they never
+// answer "new" for a stored hash, so they change no result, only the cost.
 //
 // # Key layout
 //

@@ -56,6 +56,12 @@ type Config struct {
 	QueueTimeout time.Duration
 	// BlockCacheMB is Badger's block cache size in MiB. Default 64.
 	BlockCacheMB int
+	// DedupeFilterMB bounds the memory of the dedupe filters: Bloom
+	// filters of the hashes stored within the horizon that spare a new
+	// event its dedupe read (dedupefilter.go). Default 64 (about 53M
+	// events per horizon at their sized false-positive rate; more only
+	// raises it). Negative turns them off.
+	DedupeFilterMB int
 	// Logger receives Badger's messages and the log's own; nil discards.
 	Logger *slog.Logger
 	// NoSync skips fsync after commits. Only for benchmarks that measure
@@ -73,6 +79,7 @@ func DefaultConfig(dir string) Config {
 		QueueLen:       4096,
 		QueueTimeout:   2 * time.Second,
 		BlockCacheMB:   64,
+		DedupeFilterMB: 64,
 	}
 }
 
@@ -95,6 +102,9 @@ func (c *Config) fill() {
 	}
 	if c.BlockCacheMB == 0 {
 		c.BlockCacheMB = d.BlockCacheMB
+	}
+	if c.DedupeFilterMB == 0 {
+		c.DedupeFilterMB = d.DedupeFilterMB
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -125,10 +135,11 @@ type Log struct {
 	stop chan struct{}
 	wg   sync.WaitGroup
 
-	lastSeq atomic.Uint64 // newest durable sequence: what readers see
-	nextSeq uint64        // next sequence to assign; owned by commitLoop
-	spare   spareTxns     // owned by commitLoop
-	trimmed atomic.Uint64 // last sequence removed by Trim
+	lastSeq atomic.Uint64  // newest durable sequence: what readers see
+	nextSeq uint64         // next sequence to assign; owned by commitLoop
+	spare   spareTxns      // owned by commitLoop
+	filters *dedupeFilters // owned by commitLoop
+	trimmed atomic.Uint64  // last sequence removed by Trim
 	trimMu  sync.Mutex
 	changed atomic.Pointer[chan struct{}]
 
@@ -159,6 +170,7 @@ func Open(cfg Config) (*Log, error) {
 		reqs: make(chan *appendReq, cfg.QueueLen),
 		stop: make(chan struct{}),
 	}
+	l.filters = newDedupeFilters(cfg.DedupeFilterMB, l.stop, &l.wg, l.log.Info)
 	ch := make(chan struct{})
 	l.changed.Store(&ch)
 	if err := l.recover(); err != nil {

@@ -222,6 +222,11 @@ func TestCommitInterval(t *testing.T) {
 
 // commits reads mailfunnel_engine_commits_total.
 func (s *server) commits(t *testing.T) int {
+	return int(s.metric(t, "mailfunnel_engine_commits_total"))
+}
+
+// metric reads an unlabelled metric from /metrics.
+func (s *server) metric(t *testing.T, name string) float64 {
 	t.Helper()
 	resp, err := http.Get(s.base + "/metrics")
 	require.NoError(t, err)
@@ -229,14 +234,55 @@ func (s *server) commits(t *testing.T) int {
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "mailfunnel_engine_commits_total "); ok {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			n, err := strconv.ParseFloat(v, 64)
 			require.NoError(t, err)
-			return int(n)
+			return n
 		}
 	}
-	t.Fatal("no mailfunnel_engine_commits_total in /metrics")
+	t.Fatalf("no %s in /metrics:\n%s", name, b)
 	return 0
+}
+
+// TestDedupeFilters: the dedupe filters answer for new events from the
+// first webhook on an empty data dir; after a restart they are ready only
+// once the stored hashes are read back, and redeliveries of events stored
+// before the restart count once all the same; --dedupe-filter-mb -1 turns
+// them off. The funnels stay exact throughout.
+func TestDedupeFilters(t *testing.T) {
+	data := t.TempDir()
+	work := universe(rand.New(rand.NewPCG(5, 5)), 6, 30)
+	srv := startServer(t, data)
+	srv.waitReady(t)
+	events := postAll(t, srv, work, nil)
+	require.EqualValues(t, 1, srv.metric(t, "mailfunnel_dedupe_filter_ready"))
+	require.Positive(t, srv.metric(t, "mailfunnel_dedupe_lookups_skipped_total"))
+	require.Positive(t, srv.metric(t, "mailfunnel_dedupe_filter_bytes"))
+	srv.stop(t)
+
+	srv = startServer(t, data)
+	srv.waitReady(t)
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; srv.metric(t, "mailfunnel_dedupe_filter_ready") != 1; i++ {
+		require.True(t, time.Now().Before(deadline), "dedupe filters not ready after a restart")
+		// The filters take the scan's result when a webhook is stored.
+		code, b := srv.post(t, work[i%len(work)].path, work[i%len(work)].body, ingestTok)
+		require.Equal(t, 200, code, "%s", b)
+	}
+	events = postAll(t, srv, work, events) // every one a redelivery
+	srv.waitReady(t)
+	checkFunnels(t, srv, events)
+	srv.stop(t)
+
+	srv = startServer(t, data, "--dedupe-filter-mb", "-1")
+	srv.waitReady(t)
+	events = postAll(t, srv, work, events)
+	require.Zero(t, srv.metric(t, "mailfunnel_dedupe_filter_ready"))
+	require.Zero(t, srv.metric(t, "mailfunnel_dedupe_lookups_skipped_total"))
+	require.Positive(t, srv.metric(t, "mailfunnel_dedupe_lookups_total"))
+	srv.waitReady(t)
+	checkFunnels(t, srv, events)
+	srv.stop(t)
 }
 
 // TestDebugAddr: --debug-addr serves Go's profiling endpoints on a listener

@@ -42,6 +42,7 @@ type ServeCommand struct {
 	apiToken       string
 	bodyLimit      int
 	dedupeHorizon  time.Duration
+	dedupeFilterMB int
 	sourceTZ       string
 	maxLag         uint64
 	readyLag       uint64
@@ -129,6 +130,7 @@ func (s *ServeCommand) flags() *flag.FlagSet {
 	fs.StringVar(&s.apiToken, "api-token", "", "secret query clients present (default: generated on first start, kept in <data>/api.token)")
 	fs.IntVar(&s.bodyLimit, "body-limit", 10<<20, "largest webhook body in bytes; larger bodies get 413")
 	fs.DurationVar(&s.dedupeHorizon, "dedupe-horizon", 7*24*time.Hour, "how long a delivered event is remembered to drop redeliveries")
+	fs.IntVar(&s.dedupeFilterMB, "dedupe-filter-mb", 64, "memory for the Bloom filters that spare a new event its dedupe lookup (about 53M events per horizon at 64; more only means more lookups; negative: off)")
 	fs.StringVar(&s.sourceTZ, "source-tz", "", "time zones of sources whose timestamps carry none, as name=Zone[,name=Zone], e.g. emblue=America/Argentina/Buenos_Aires (default UTC)")
 	fs.Uint64Var(&s.maxLag, "max-lag", 5_000_000, "answer webhooks 503 while the engine is more than this many events behind the log (0: never)")
 	fs.Uint64Var(&s.readyLag, "ready-lag", 10_000, "/readyz fails while the engine is more than this many events behind")
@@ -216,6 +218,7 @@ func (s *ServeCommand) Run(ctx context.Context, args []string) error {
 	start := time.Now()
 	lcfg := storage.DefaultConfig(s.data.logDir())
 	lcfg.DedupeHorizon = s.dedupeHorizon
+	lcfg.DedupeFilterMB = s.dedupeFilterMB
 	lcfg.Logger = logger.With("component", "storage")
 	log, err := storage.Open(lcfg)
 	if errors.Is(err, storage.ErrLocked) {
@@ -490,6 +493,19 @@ func registerEngineMetrics(reg *prometheus.Registry, log *storage.Log, eng *engi
 			func() float64 { l, _ := log.Size(); return float64(l) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mailfunnel_log_vlog_bytes", Help: "Size of the event log's value log."},
 			func() float64 { _, v := log.Size(); return float64(v) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mailfunnel_dedupe_filter_ready", Help: "1 once the dedupe filters hold every stored event hash and spare new events their lookup."},
+			func() float64 {
+				if log.DedupeStats().Ready {
+					return 1
+				}
+				return 0
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mailfunnel_dedupe_filter_bytes", Help: "Memory of the dedupe filters."},
+			func() float64 { return float64(log.DedupeStats().Bytes) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mailfunnel_dedupe_lookups_skipped_total", Help: "New events the dedupe filters knew to be new (no lookup in the store)."},
+			func() float64 { return float64(log.DedupeStats().Skipped) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mailfunnel_dedupe_lookups_total", Help: "Events looked up in the store's dedupe index (filters not ready, a redelivery, or a false positive)."},
+			func() float64 { return float64(log.DedupeStats().Reads) }),
 	)
 }
 

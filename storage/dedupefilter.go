@@ -1,0 +1,278 @@
+package storage
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/mailfunnel/mailfunnel/internal/bloom"
+)
+
+// dedupeFilters summarises the dedupe index in memory: Bloom filters that
+// hold the hash of every event stored within the horizon, so that most new
+// events need no Badger read to be known as new.
+//
+// Why: the committer is the log's serial stage, and a group's dedupe reads
+// (one Badger Get per event, through the memtables and every level's
+// tables, nearly all of them finding nothing) were most of its time. With
+// the reads skipped altogether (an experiment, not a correct log) the
+// batch benchmark acknowledged 1.35x as many events (benchmarks/RESULTS.md,
+// stop 12). A filter test is one cache miss per filter.
+//
+// Exactly-once rests on one property: every dedupe key the store holds is
+// in a filter, so a filter's "no" is always right. A "maybe" (a stored
+// event, or a false positive) falls back to the Badger read as before.
+// Therefore:
+//   - keys are added when a group is staged, before its commit; a commit
+//     that fails leaves extra keys, which only cost a read;
+//   - keys stored by an earlier process are found by a scan of the index
+//     at the first append, in the background; until it ends the filters
+//     are not asked (ready is false) and every candidate is read, as
+//     before, while the committer adds what it stages;
+//   - a filter is dropped only when every key in it has expired in Badger
+//     (with an hour's slack for the clock), so no live key leaves.
+//
+// Filters are added as they fill, up to maxFilters; past that, the newest
+// takes every key and its false-positive rate rises: more reads, never a
+// wrong answer. Owned by the committer goroutine; the lookup goroutines of
+// a large group only read it, while the committer waits for them.
+type dedupeFilters struct {
+	perFilter  int // keys each filter is sized for
+	maxFilters int
+	gens       []*filterGen // oldest first
+	ready      bool         // gens hold every live key in the store
+	started    bool         // the scan is started (or not needed)
+	scan       chan scanResult
+	stop       <-chan struct{}
+	wg         *sync.WaitGroup // the Log's: Close waits for the scan
+	log        func(msg string, args ...any)
+	stats      dedupeStats // for DedupeStats, read from other goroutines
+}
+
+type dedupeStats struct {
+	ready          atomic.Bool
+	filters, bytes atomic.Int64
+	skipped, reads atomic.Uint64
+}
+
+// DedupeStats describes the dedupe filters (see Config.DedupeFilterMB).
+type DedupeStats struct {
+	// Ready is true once the filters hold every stored hash and answer
+	// for new events (after the scan of the stored keys that follows the
+	// first append of a process; at once on an empty log).
+	Ready bool
+	// Filters and Bytes are the filters held and their memory.
+	Filters int
+	Bytes   int64
+	// Skipped counts new events the filters knew to be new, Reads the
+	// events looked up in the store instead (before the filters were
+	// ready, or on a "maybe": a redelivery or a false positive).
+	Skipped, Reads uint64
+}
+
+// DedupeStats returns the dedupe filters' state and counters.
+func (l *Log) DedupeStats() DedupeStats {
+	st := &l.filters.stats
+	return DedupeStats{Ready: st.ready.Load(), Filters: int(st.filters.Load()), Bytes: st.bytes.Load(),
+		Skipped: st.skipped.Load(), Reads: st.reads.Load()}
+}
+
+// published updates the gauges of stats after the filter list changed.
+func (d *dedupeFilters) published() {
+	var b int64
+	for _, g := range d.gens {
+		b += int64(g.f.Bytes())
+	}
+	d.stats.filters.Store(int64(len(d.gens)))
+	d.stats.bytes.Store(b)
+	d.stats.ready.Store(d.ready)
+}
+
+type filterGen struct {
+	f *bloom.Filter
+	n int
+	// maxExpiry is the latest Badger expiry (unix seconds) of a key in f;
+	// math.MaxUint64 when one never expires.
+	maxExpiry uint64
+}
+
+type scanResult struct {
+	gens []*filterGen
+	keys int
+	took time.Duration
+	err  error
+}
+
+// dedupeFilterKeys is the most keys one filter is sized for: 8M keys,
+// 10 MiB. (A variable so that tests can make filters fill quickly.)
+var dedupeFilterKeys = 8 << 20
+
+// expirySlack is how long after its last key's expiry a filter is kept,
+// against a clock that moves back.
+const expirySlack = time.Hour
+
+// newDedupeFilters sizes the filters for a budget of mb MiB; mb < 0
+// turns them off (every candidate is read).
+func newDedupeFilters(mb int, stop <-chan struct{}, wg *sync.WaitGroup, log func(string, ...any)) *dedupeFilters {
+	d := &dedupeFilters{stop: stop, wg: wg, log: log}
+	if mb < 0 {
+		d.started = true // never ready: no scan
+		return d
+	}
+	budgetKeys := mb << 20 * 8 / bloom.BitsPerKey
+	d.perFilter = max(1, min(dedupeFilterKeys, budgetKeys))
+	d.maxFilters = max(1, budgetKeys/d.perFilter)
+	return d
+}
+
+// filterKey returns h as the two halves bloom.Filter takes, the first of
+// which picks the block. That is h's second half: the store iterates, and
+// the scan adds, the keys in hash order, so a filter the scan fills holds
+// one slice of the first half's range, and blocks picked by the first
+// half would take all its keys in a few blocks (85% false positives in
+// TestDedupeFiltersKnowStoredEvents, which caught it).
+func filterKey(h Hash) (block, bits uint64) {
+	return binary.BigEndian.Uint64(h[8:]), binary.BigEndian.Uint64(h[:8])
+}
+
+// mayContain reports whether h may be in the store: false only when it
+// certainly is not.
+func (d *dedupeFilters) mayContain(h Hash) bool {
+	if !d.ready {
+		return true
+	}
+	a, b := filterKey(h)
+	for i := len(d.gens) - 1; i >= 0; i-- {
+		if d.gens[i].f.Test(a, b) {
+			return true
+		}
+	}
+	return false
+}
+
+// add records h, stored with Badger expiry expiresAt (0: never).
+func (d *dedupeFilters) add(h Hash, expiresAt uint64) {
+	if d.perFilter == 0 {
+		return // off
+	}
+	var g *filterGen
+	if n := len(d.gens); n > 0 {
+		g = d.gens[n-1]
+	}
+	if g == nil || g.n >= d.perFilter && len(d.gens) < d.maxFilters {
+		g = &filterGen{f: bloom.New(d.perFilter)}
+		d.gens = append(d.gens, g)
+		d.published()
+	}
+	g.f.TestAndAdd(filterKey(h))
+	g.n++
+	if expiresAt == 0 {
+		expiresAt = math.MaxUint64
+	}
+	g.maxExpiry = max(g.maxExpiry, expiresAt)
+}
+
+// maintain runs before each group: it starts the scan of the stored keys
+// at the first group, takes its result when it is done, and drops the
+// filters whose keys have all expired.
+func (d *dedupeFilters) maintain(db *badger.DB, now time.Time) {
+	if !d.started {
+		d.started = true
+		d.startScan(db)
+	}
+	if d.scan != nil {
+		select {
+		case r := <-d.scan:
+			d.scan = nil
+			if r.err != nil {
+				// Not ready, ever: every candidate is read, as without
+				// filters. Correct, only slower.
+				d.log("dedupe filter: scan of the stored keys failed; every event is looked up in the store", "err", r.err)
+				break
+			}
+			d.gens = append(r.gens, d.gens...)
+			d.ready = true
+			d.published()
+			d.log("dedupe filter ready", "stored_keys", r.keys, "took", r.took.Round(time.Millisecond), "filters", len(d.gens))
+		default:
+		}
+	}
+	cut := now.Add(-expirySlack).Unix()
+	if cut <= 0 {
+		return
+	}
+	kept := d.gens[:0]
+	for _, g := range d.gens {
+		if g.maxExpiry >= uint64(cut) {
+			kept = append(kept, g)
+		}
+	}
+	if len(kept) < len(d.gens) {
+		clear(d.gens[len(kept):])
+		d.gens = kept
+		d.published()
+	}
+}
+
+// startScan reads every live dedupe key into filters of its own, on a
+// goroutine; an empty index needs no scan.
+func (d *dedupeFilters) startScan(db *badger.DB) {
+	empty := true
+	_ = db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixDedupe}})
+		defer it.Close()
+		it.Rewind()
+		empty = !it.Valid()
+		return nil
+	})
+	if empty {
+		d.ready = true
+		d.published()
+		return
+	}
+	d.scan = make(chan scanResult, 1)
+	// Added from the committer, which the WaitGroup already counts, so
+	// never concurrently with a Wait at zero.
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.scan <- scanDedupe(db, d.perFilter, d.maxFilters, d.stop)
+	}()
+}
+
+var errScanStopped = errors.New("log closed during the dedupe scan")
+
+// scanDedupe adds every live dedupe key of db to new filters.
+func scanDedupe(db *badger.DB, perFilter, maxFilters int, stop <-chan struct{}) scanResult {
+	start := time.Now()
+	tmp := &dedupeFilters{perFilter: perFilter, maxFilters: maxFilters}
+	keys := 0
+	err := db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixDedupe}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if keys%65536 == 0 {
+				select {
+				case <-stop:
+					return errScanStopped
+				default:
+				}
+			}
+			item := it.Item()
+			k := item.Key()
+			if len(k) != 1+len(Hash{}) {
+				return fmt.Errorf("dedupe key of %d bytes", len(k))
+			}
+			tmp.add(Hash(k[1:]), item.ExpiresAt())
+			keys++
+		}
+		return nil
+	})
+	return scanResult{gens: tmp.gens, keys: keys, took: time.Since(start), err: err}
+}

@@ -1,0 +1,61 @@
+package storage
+
+import (
+	"math"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/zeebo/xxh3"
+)
+
+func testHash(s string) Hash { return Hash(xxh3.HashString128(s).Bytes()) }
+
+// A filter goes only when every key in it has expired, an hour after the
+// last one; a key that never expires keeps its filter.
+func TestDedupeFiltersDropOnlyExpired(t *testing.T) {
+	defer SetDedupeFilterKeys(2)()
+	d := newDedupeFilters(1, nil, &sync.WaitGroup{}, func(string, ...any) {})
+	d.started, d.ready = true, true
+	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) uint64 { return uint64(now.Add(d).Unix()) }
+	d.add(testHash("old1"), at(-3*time.Hour))
+	d.add(testHash("old2"), at(-2*time.Hour)) // filter 1: all expired over an hour ago
+	d.add(testHash("recent"), at(-30*time.Minute))
+	d.add(testHash("live"), at(time.Hour)) // filter 2: one expired within the slack, one live
+	d.add(testHash("forever"), 0)          // filter 3: never expires
+	require.Len(t, d.gens, 3)
+	require.EqualValues(t, uint64(math.MaxUint64), d.gens[2].maxExpiry)
+
+	d.maintain(nil, now)
+	require.Len(t, d.gens, 2)
+	for _, k := range []string{"recent", "live", "forever"} {
+		require.True(t, d.mayContain(testHash(k)), k)
+	}
+	d.maintain(nil, now.Add(3*time.Hour))
+	require.Len(t, d.gens, 1)
+	require.True(t, d.mayContain(testHash("forever")))
+	d.maintain(nil, now.Add(10000*time.Hour))
+	require.Len(t, d.gens, 1)
+	require.EqualValues(t, 1, d.stats.filters.Load())
+}
+
+// Past the budget, no filter is added: the newest takes every further key
+// (its false positives rise; it never forgets one).
+func TestDedupeFiltersBudget(t *testing.T) {
+	defer SetDedupeFilterKeys(100)()
+	d := newDedupeFilters(1, nil, &sync.WaitGroup{}, func(string, ...any) {})
+	d.maxFilters = 3
+	d.started, d.ready = true, true
+	for i := 0; i < 1000; i++ {
+		d.add(testHash(string(rune(i))+"k"), 0)
+	}
+	require.Len(t, d.gens, 3)
+	for i := 0; i < 1000; i++ {
+		require.True(t, d.mayContain(testHash(string(rune(i))+"k")))
+	}
+	// Not ready: everything may be stored.
+	d.ready = false
+	require.True(t, d.mayContain(testHash("never added")))
+}
