@@ -64,6 +64,10 @@ func startServer(t *testing.T, data string, extra ...string) *server {
 	logs := &bytes.Buffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	require.NoError(t, cmd.Start())
+	// A test that fails before it stops the server must not leave it
+	// running (it would outlive go test and load the machine). After a
+	// stop or kill the signal only finds a finished process.
+	t.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGKILL) })
 	s := &server{cmd: cmd, logs: logs}
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
