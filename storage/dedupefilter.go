@@ -197,6 +197,7 @@ func (d *dedupeFilters) maintain(db *badger.DB, now time.Time) {
 				break
 			}
 			d.gens = append(r.gens, d.gens...)
+			d.mergeNewest()
 			d.ready = true
 			d.published()
 			d.log("dedupe filter ready", "stored_keys", r.keys, "took", r.took.Round(time.Millisecond), "filters", len(d.gens))
@@ -218,6 +219,24 @@ func (d *dedupeFilters) maintain(db *badger.DB, now time.Time) {
 		d.gens = kept
 		d.published()
 	}
+}
+
+// mergeNewest folds the newest filter into the one before it when both
+// fit in one: after a restart the scan's last filter usually has room for
+// what the committer added meanwhile, which saves a filter's memory.
+func (d *dedupeFilters) mergeNewest() {
+	n := len(d.gens)
+	if n < 2 {
+		return
+	}
+	a, b := d.gens[n-2], d.gens[n-1]
+	if a.n+b.n > d.perFilter || !a.f.Union(b.f) {
+		return
+	}
+	a.n += b.n
+	a.maxExpiry = max(a.maxExpiry, b.maxExpiry)
+	d.gens[n-1] = nil
+	d.gens = d.gens[:n-1]
 }
 
 // startScan reads every live dedupe key into filters of its own, on a

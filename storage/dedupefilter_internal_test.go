@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"fmt"
 	"math"
 	"sync"
 	"testing"
@@ -58,4 +59,33 @@ func TestDedupeFiltersBudget(t *testing.T) {
 	// Not ready: everything may be stored.
 	d.ready = false
 	require.True(t, d.mayContain(testHash("never added")))
+}
+
+// After a restart the committer's first filter folds into the scan's last
+// when both fit in one, and every key stays.
+func TestDedupeFiltersMergeAfterScan(t *testing.T) {
+	defer SetDedupeFilterKeys(100)()
+	for _, tc := range []struct {
+		scanned, added int
+		wantFilters    int
+	}{{50, 10, 1}, {95, 10, 2}, {0, 10, 1}} {
+		scan := newDedupeFilters(1, nil, &sync.WaitGroup{}, func(string, ...any) {})
+		for i := 0; i < tc.scanned; i++ {
+			scan.add(testHash(fmt.Sprint("s", i)), 0)
+		}
+		d := newDedupeFilters(1, nil, &sync.WaitGroup{}, func(string, ...any) {})
+		for i := 0; i < tc.added; i++ {
+			d.add(testHash(fmt.Sprint("a", i)), 0)
+		}
+		d.gens = append(scan.gens, d.gens...)
+		d.mergeNewest()
+		d.ready = true
+		require.Len(t, d.gens, tc.wantFilters, "%+v", tc)
+		for i := 0; i < tc.scanned; i++ {
+			require.True(t, d.mayContain(testHash(fmt.Sprint("s", i))))
+		}
+		for i := 0; i < tc.added; i++ {
+			require.True(t, d.mayContain(testHash(fmt.Sprint("a", i))))
+		}
+	}
 }

@@ -68,3 +68,18 @@ func (f *Filter) TestAndAdd(hi, lo uint64) bool {
 	}
 	return present
 }
+
+// Union adds every key of o to f, as if each had been added to f. Both
+// must have been made by New with the same size; Union reports whether
+// they were (and changes nothing when not).
+func (f *Filter) Union(o *Filter) bool {
+	if len(f.blocks) != len(o.blocks) {
+		return false
+	}
+	for i := range f.blocks {
+		for j := range f.blocks[i] {
+			f.blocks[i][j] |= o.blocks[i][j]
+		}
+	}
+	return true
+}

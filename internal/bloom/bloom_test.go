@@ -72,3 +72,22 @@ func TestBytes(t *testing.T) {
 		t.Fatalf("Bytes() = %d, want %d", got, want)
 	}
 }
+
+func TestUnion(t *testing.T) {
+	a, b := New(1000), New(1000)
+	for i := 0; i < 500; i++ {
+		a.TestAndAdd(key(fmt.Sprint("a", i)))
+		b.TestAndAdd(key(fmt.Sprint("b", i)))
+	}
+	if a.Union(New(100)) {
+		t.Fatal("Union of filters of different sizes")
+	}
+	if !a.Union(b) {
+		t.Fatal("Union of filters of the same size refused")
+	}
+	for i := 0; i < 500; i++ {
+		if !a.Test(key(fmt.Sprint("a", i))) || !a.Test(key(fmt.Sprint("b", i))) {
+			t.Fatalf("key %d lost by Union", i)
+		}
+	}
+}
