@@ -136,6 +136,9 @@ func (l *Log) commitLoop() {
 		case <-l.stop:
 			// Commit what is already queued: those callers are waiting.
 			settle()
+			// The spare transactions began before that commit and cannot
+			// see its keys; with nothing in flight no prevSeen covers them.
+			l.spare.drop()
 			for {
 				select {
 				case r := <-l.reqs:
@@ -159,11 +162,16 @@ func (l *Log) commitLoop() {
 				break drain
 			}
 		}
-		if n > entryEvents {
+		if n > entryEvents && inflight != nil {
 			// A group of several entries commits all but its last before
 			// returning: nothing may be in flight before it, or a failure
-			// there could leave a hole in the numbering.
+			// there could leave a hole in the numbering. The spare
+			// transactions began before the settled commit and cannot see
+			// its keys, and with nothing in flight no prevSeen covers them:
+			// they go, or a redelivery of that commit's events in this
+			// group would be stored again.
 			settle()
+			l.spare.drop()
 		}
 		var prevSeen map[Hash]struct{}
 		if inflight != nil {
