@@ -77,6 +77,16 @@ func (l *Log) Append(ctx context.Context, events []event.Event) (Result, error) 
 		return r.res, r.err
 	case <-ctx.Done():
 		return Result{}, ctxErr(ctx)
+	case <-l.exited:
+		// Close raced with this call: the request reached the queue after
+		// the committer's last look at it, and nobody will answer it.
+		// Everything the committer took is answered before it exits.
+		select {
+		case <-r.done:
+			return r.res, r.err
+		default:
+			return Result{}, ErrClosed
+		}
 	}
 }
 

@@ -131,9 +131,10 @@ type Log struct {
 	db  *badger.DB
 	log *slog.Logger
 
-	reqs chan *appendReq
-	stop chan struct{}
-	wg   sync.WaitGroup
+	reqs   chan *appendReq
+	stop   chan struct{}
+	exited chan struct{} // closed when the committer has answered its last request
+	wg     sync.WaitGroup
 
 	lastSeq atomic.Uint64  // newest durable sequence: what readers see
 	nextSeq uint64         // next sequence to assign; owned by commitLoop
@@ -164,11 +165,12 @@ func Open(cfg Config) (*Log, error) {
 		return nil, err
 	}
 	l := &Log{
-		cfg:  cfg,
-		db:   db,
-		log:  cfg.Logger,
-		reqs: make(chan *appendReq, cfg.QueueLen),
-		stop: make(chan struct{}),
+		cfg:    cfg,
+		db:     db,
+		log:    cfg.Logger,
+		reqs:   make(chan *appendReq, cfg.QueueLen),
+		stop:   make(chan struct{}),
+		exited: make(chan struct{}),
 	}
 	l.filters = newDedupeFilters(cfg.DedupeFilterMB, l.stop, &l.wg, l.log.Info)
 	ch := make(chan struct{})
@@ -180,6 +182,7 @@ func Open(cfg Config) (*Log, error) {
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
+		defer close(l.exited)
 		l.commitLoop()
 	}()
 	return l, nil
