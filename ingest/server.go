@@ -204,7 +204,10 @@ func (s *Server) serve(c *fiber.Ctx, provider string) (int, error) {
 		return fiber.StatusNotFound, c.Status(fiber.StatusNotFound).JSON(errorBody{
 			Error: fmt.Sprintf("unknown provider %q: known providers are %s", provider, strings.Join(s.providers(), ", "))})
 	}
-	source := c.Params("source", provider)
+	// A copy: Fiber's parameters alias the request buffer, and the events
+	// carry the source into the log's queue, which may still read them
+	// after this handler gave up waiting (503) and Fiber reused the buffer.
+	source := strings.Clone(c.Params("source", provider))
 	if !sourceName.MatchString(source) {
 		return fiber.StatusBadRequest, c.Status(fiber.StatusBadRequest).JSON(errorBody{
 			Error: fmt.Sprintf("invalid source name %q: use 1-64 letters, digits, '_', '.' or '-'", source)})
@@ -230,7 +233,7 @@ func (s *Server) serve(c *fiber.Ctx, provider string) (int, error) {
 	}
 
 	recv := s.now().UTC().Truncate(time.Microsecond)
-	src := Source{Provider: provider, Name: source, Location: s.cfg.Locations[source]}
+	src := Source{Provider: a.Provider(), Name: source, Location: s.cfg.Locations[source]}
 	body := c.Body()
 	events, err := a.Parse(src, body, recv)
 	if err != nil {

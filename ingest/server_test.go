@@ -305,3 +305,54 @@ func TestMetricLabelsSurviveTheNextRequest(t *testing.T) {
 	}
 	require.Equal(t, map[string]bool{"sendpulse": true, "emblue": true, "unknown": true}, providers)
 }
+
+// keeper is an Appender that keeps the events it is given, as the log's
+// queue does when Append returns on its context before the commit.
+type keeper struct {
+	mu   sync.Mutex
+	kept [][]event.Event
+}
+
+func (k *keeper) Append(_ context.Context, events []event.Event) (storage.Result, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.kept = append(k.kept, events)
+	return storage.Result{Accepted: len(events)}, nil
+}
+
+// The events a handler hands to the log must not point into Fiber's
+// buffers: the log may read them after the handler answered (a 503 on a
+// timeout) and the next request on the connection reused the buffer.
+func TestEventsOutliveTheRequest(t *testing.T) {
+	k := &keeper{}
+	s, err := ingest.NewServer(ingest.Config{Token: token}, k, storagetest.New(t), sendpulse.New(), emblue.New())
+	require.NoError(t, err)
+	app := fiber.New(fiber.Config{DisableStartupMessage: true})
+	s.Mount(app)
+	ln, err := newListener()
+	require.NoError(t, err)
+	go func() { _ = app.Listener(ln) }()
+	defer func() { require.NoError(t, app.Shutdown()) }()
+	client := &http.Client{} // one keep-alive connection
+	posts := []struct{ path, body string }{
+		{"sendpulse/eu-account-one", spBatch},
+		{"emblue/zz", `{"account_id":1,"action_id":2,"type_id":1,"activity_id":2,"email":"u@x.com","timestamp":"2026-11-23 10:00:00.000001"}`},
+		{"sendpulse", spBatch},
+	}
+	for _, p := range posts {
+		req, err := http.NewRequest(http.MethodPost, "http://"+ln.Addr().String()+"/v1/webhooks/"+p.path+"?token="+token, strings.NewReader(p.body))
+		require.NoError(t, err)
+		resp, err := client.Do(req)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		require.Equal(t, 200, resp.StatusCode, p.path)
+	}
+	require.Len(t, k.kept, 3)
+	for i, want := range []struct{ provider, source string }{{"sendpulse", "eu-account-one"}, {"emblue", "zz"}, {"sendpulse", "sendpulse"}} {
+		for _, e := range k.kept[i] {
+			require.Equal(t, want.provider, e.Provider, "post %d", i)
+			require.Equal(t, want.source, e.Source, "post %d", i)
+		}
+	}
+}

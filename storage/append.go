@@ -33,11 +33,14 @@ type appendReq struct {
 
 // Append stores events durably and returns after they are fsynced. It
 // assigns Seq in place in the caller's slice (so callers can see which seq
-// each stored event got; duplicates keep Seq 0). The log does not retain
-// the slice after returning. Append may be called concurrently: calls are
-// merged into one commit. If ctx ends while the commit is in flight, Append
-// returns ctx's error but the events may still be stored; a redelivery is
-// then counted as a duplicate.
+// each stored event got; duplicates keep Seq 0). Append may be called
+// concurrently: calls are merged into one commit. If ctx ends first,
+// Append returns ctx's error at once, but the events may still be stored
+// (a redelivery is then counted as a duplicate), and the committer may
+// still read the slice and its strings, and set Seq, after Append
+// returned: the caller must leave both alone (ingest copies every string
+// out of Fiber's reused buffers). Otherwise the log does not retain the
+// slice after returning.
 func (l *Log) Append(ctx context.Context, events []event.Event) (Result, error) {
 	if l.closed.Load() {
 		return Result{}, ErrClosed
