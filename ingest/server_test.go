@@ -1,12 +1,14 @@
 package ingest_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -203,8 +205,17 @@ func TestBodyLimit(t *testing.T) {
 	require.NoError(t, err)
 	go func() { _ = f.app.Listener(ln) }()
 	defer func() { require.NoError(t, f.app.Shutdown()) }()
-	big := "[" + strings.Repeat(" ", 1<<17) + "]"
-	resp, err := http.Post("http://"+ln.Addr().String()+"/v1/webhooks/sendpulse?token="+token, "application/json", strings.NewReader(big))
+	// The server answers from the declared length and closes the
+	// connection without reading the body; a client still writing a body
+	// may then see a reset instead of the answer (this test was flaky
+	// that way), so only the headers are sent.
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer conn.Close()
+	require.NoError(t, conn.SetDeadline(time.Now().Add(10*time.Second))) // a server that waits for the body fails, not hangs
+	_, err = fmt.Fprintf(conn, "POST /v1/webhooks/sendpulse?token=%s HTTP/1.1\r\nHost: mailfunnel\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", token, 1<<17)
+	require.NoError(t, err)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, 413, resp.StatusCode)

@@ -384,7 +384,8 @@ func (l *Log) writeGroup(group []*appendReq, sg *stagedGroup, prevSeen map[Hash]
 	seen := make(map[Hash]struct{})
 	var count int
 	now := time.Now()
-	l.filters.maintain(l.db, now)
+	at := l.filters.at(now)
+	l.filters.maintain(l.db, at)
 
 	rtxn, wtxn := l.spare.take(l.db)
 	// First occurrences not in the commit in flight are candidates; the
@@ -475,7 +476,7 @@ func (l *Log) writeGroup(group []*appendReq, sg *stagedGroup, prevSeen map[Hash]
 	// store lacks, which costs a read, never a lost redelivery.
 	expires := uint64(now.Add(l.cfg.DedupeHorizon).Unix()) + 1
 	for h := range seen {
-		l.filters.add(h, expires)
+		l.filters.add(h, expires, at)
 	}
 	pos = 0
 	for _, r := range group {

@@ -53,6 +53,7 @@ type dedupeFilters struct {
 	wg         *sync.WaitGroup // the Log's: Close waits for the scan
 	log        func(msg string, args ...any)
 	stats      dedupeStats // for DedupeStats, read from other goroutines
+	epoch      time.Time   // the monotonic origin of instants
 }
 
 type dedupeStats struct {
@@ -98,9 +99,25 @@ type filterGen struct {
 	f *bloom.Filter
 	n int
 	// maxExpiry is the latest Badger expiry (unix seconds) of a key in f;
-	// math.MaxUint64 when one never expires.
-	maxExpiry uint64
+	// math.MaxUint64 when one never expires. monoExpiry is the same moment
+	// by the monotonic clock (see instant). A filter goes only when both
+	// clocks say its keys have expired: by the wall clock alone, a clock
+	// set a day ahead and then corrected would drop filters whose keys
+	// Badger again holds as live.
+	maxExpiry  uint64
+	monoExpiry time.Duration
 }
+
+// instant is a moment by both clocks: unix seconds, and the monotonic time
+// since the filters were made (which no clock setting moves).
+type instant struct {
+	wall int64
+	mono time.Duration
+}
+
+// at returns t (from time.Now, which carries a monotonic reading) as an
+// instant.
+func (d *dedupeFilters) at(t time.Time) instant { return instant{t.Unix(), t.Sub(d.epoch)} }
 
 type scanResult struct {
 	gens []*filterGen
@@ -120,7 +137,7 @@ const expirySlack = time.Hour
 // newDedupeFilters sizes the filters for a budget of mb MiB; mb < 0
 // turns them off (every candidate is read).
 func newDedupeFilters(mb int, stop <-chan struct{}, wg *sync.WaitGroup, log func(string, ...any)) *dedupeFilters {
-	d := &dedupeFilters{stop: stop, wg: wg, log: log}
+	d := &dedupeFilters{stop: stop, wg: wg, log: log, epoch: time.Now()}
 	if mb < 0 {
 		d.started = true // never ready: no scan
 		return d
@@ -156,8 +173,8 @@ func (d *dedupeFilters) mayContain(h Hash) bool {
 	return false
 }
 
-// add records h, stored with Badger expiry expiresAt (0: never).
-func (d *dedupeFilters) add(h Hash, expiresAt uint64) {
+// add records h, stored at now with Badger expiry expiresAt (0: never).
+func (d *dedupeFilters) add(h Hash, expiresAt uint64, now instant) {
 	if d.perFilter == 0 {
 		return // off
 	}
@@ -166,22 +183,26 @@ func (d *dedupeFilters) add(h Hash, expiresAt uint64) {
 		g = d.gens[n-1]
 	}
 	if g == nil || g.n >= d.perFilter && len(d.gens) < d.maxFilters {
-		g = &filterGen{f: bloom.New(d.perFilter)}
+		g = &filterGen{f: bloom.New(d.perFilter), monoExpiry: math.MinInt64}
 		d.gens = append(d.gens, g)
 		d.published()
 	}
 	g.f.TestAndAdd(filterKey(h))
 	g.n++
+	mono := time.Duration(math.MaxInt64)
 	if expiresAt == 0 {
 		expiresAt = math.MaxUint64
+	} else if left := int64(expiresAt) - now.wall; left < int64(math.MaxInt64/time.Second) {
+		mono = now.mono + time.Duration(left)*time.Second
 	}
 	g.maxExpiry = max(g.maxExpiry, expiresAt)
+	g.monoExpiry = max(g.monoExpiry, mono)
 }
 
 // maintain runs before each group: it starts the scan of the stored keys
 // at the first group, takes its result when it is done, and drops the
 // filters whose keys have all expired.
-func (d *dedupeFilters) maintain(db *badger.DB, now time.Time) {
+func (d *dedupeFilters) maintain(db *badger.DB, now instant) {
 	if !d.started {
 		d.started = true
 		d.startScan(db)
@@ -204,13 +225,13 @@ func (d *dedupeFilters) maintain(db *badger.DB, now time.Time) {
 		default:
 		}
 	}
-	cut := now.Add(-expirySlack).Unix()
+	cut := now.wall - int64(expirySlack/time.Second)
 	if cut <= 0 {
 		return
 	}
 	kept := d.gens[:0]
 	for _, g := range d.gens {
-		if g.maxExpiry >= uint64(cut) {
+		if g.maxExpiry >= uint64(cut) || now.mono-expirySlack <= g.monoExpiry {
 			kept = append(kept, g)
 		}
 	}
@@ -235,6 +256,7 @@ func (d *dedupeFilters) mergeNewest() {
 	}
 	a.n += b.n
 	a.maxExpiry = max(a.maxExpiry, b.maxExpiry)
+	a.monoExpiry = max(a.monoExpiry, b.monoExpiry)
 	d.gens[n-1] = nil
 	d.gens = d.gens[:n-1]
 }
@@ -259,18 +281,19 @@ func (d *dedupeFilters) startScan(db *badger.DB) {
 	// Added from the committer, which the WaitGroup already counts, so
 	// never concurrently with a Wait at zero.
 	d.wg.Add(1)
+	ch, tmp := d.scan, &dedupeFilters{perFilter: d.perFilter, maxFilters: d.maxFilters, epoch: d.epoch}
 	go func() {
 		defer d.wg.Done()
-		d.scan <- scanDedupe(db, d.perFilter, d.maxFilters, d.stop)
+		ch <- scanDedupe(db, tmp, d.stop)
 	}()
 }
 
 var errScanStopped = errors.New("log closed during the dedupe scan")
 
-// scanDedupe adds every live dedupe key of db to new filters.
-func scanDedupe(db *badger.DB, perFilter, maxFilters int, stop <-chan struct{}) scanResult {
+// scanDedupe adds every live dedupe key of db to tmp's filters.
+func scanDedupe(db *badger.DB, tmp *dedupeFilters, stop <-chan struct{}) scanResult {
 	start := time.Now()
-	tmp := &dedupeFilters{perFilter: perFilter, maxFilters: maxFilters}
+	now := tmp.at(start)
 	keys := 0
 	err := db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixDedupe}})
@@ -288,7 +311,7 @@ func scanDedupe(db *badger.DB, perFilter, maxFilters int, stop <-chan struct{}) 
 			if len(k) != 1+len(Hash{}) {
 				return fmt.Errorf("dedupe key of %d bytes", len(k))
 			}
-			tmp.add(Hash(k[1:]), item.ExpiresAt())
+			tmp.add(Hash(k[1:]), item.ExpiresAt(), now)
 			keys++
 		}
 		return nil
