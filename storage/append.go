@@ -175,20 +175,23 @@ func (l *Log) commitLoop() {
 				break drain
 			}
 		}
-		if n > entryEvents && inflight != nil {
-			// A group of several entries commits all but its last before
-			// returning: nothing may be in flight before it, or a failure
-			// there could leave a hole in the numbering. The spare
-			// transactions began before the settled commit and cannot see
-			// its keys, and with nothing in flight no prevSeen covers them:
-			// they go, or a redelivery of that commit's events in this
-			// group would be stored again.
-			settle()
-			l.spare.drop()
-		}
 		var prevSeen map[Hash]struct{}
 		if inflight != nil {
 			prevSeen = inflight.seen
+		}
+		if n > entryEvents && inflight != nil {
+			// A group of several entries commits all but its last before
+			// returning: nothing may be in flight before it, or a failure
+			// there could leave a hole in the numbering. The spare read
+			// transaction began before the settled commit and cannot see
+			// its keys, so prevSeen keeps covering them, or a redelivery of
+			// that commit's events in this group would be stored again. If
+			// the commit failed, its keys are not stored: the spare goes
+			// and the group is checked against what is.
+			if settle() {
+				l.spare.drop()
+				prevSeen = nil
+			}
 		}
 		sg := l.stageGroup(group, prevSeen)
 		if settle() {
