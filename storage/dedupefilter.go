@@ -35,13 +35,14 @@ import (
 //     at the first append, in the background; until it ends the filters
 //     are not asked (ready is false) and every candidate is read, as
 //     before, while the committer adds what it stages;
-//   - a filter is dropped only when every key in it has expired in Badger
-//     (with an hour's slack for the clock), so no live key leaves.
+//   - a filter is dropped only when every key in it has expired in Badger,
+//     by the wall clock and by the monotonic one, an hour after the last
+//     (see filterGen), so no live key leaves.
 //
 // Filters are added as they fill, up to maxFilters; past that, the newest
 // takes every key and its false-positive rate rises: more reads, never a
-// wrong answer. Owned by the committer goroutine; the lookup goroutines of
-// a large group only read it, while the committer waits for them.
+// wrong answer. Owned by the committer goroutine, which alone tests and
+// adds; other goroutines read only stats.
 type dedupeFilters struct {
 	perFilter  int // keys each filter is sized for
 	maxFilters int
