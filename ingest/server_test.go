@@ -201,15 +201,12 @@ func TestOtherEventsAreAccepted(t *testing.T) {
 
 func TestBodyLimit(t *testing.T) {
 	f := newFixture(t, nil)
-	ln, err := newListener()
-	require.NoError(t, err)
-	go func() { _ = f.app.Listener(ln) }()
-	defer func() { require.NoError(t, f.app.Shutdown()) }()
+	addr := serveLoopback(t, f.app)
 	// The server answers from the declared length and closes the
 	// connection without reading the body; a client still writing a body
 	// may then see a reset instead of the answer (this test was flaky
 	// that way), so only the headers are sent.
-	conn, err := net.Dial("tcp", ln.Addr().String())
+	conn, err := net.Dial("tcp", addr)
 	require.NoError(t, err)
 	defer conn.Close()
 	require.NoError(t, conn.SetDeadline(time.Now().Add(10*time.Second))) // a server that waits for the body fails, not hangs
@@ -239,11 +236,8 @@ func TestOverloaded(t *testing.T) {
 // acknowledged event is in the log exactly once.
 func TestConcurrentSinglePosts(t *testing.T) {
 	f := newFixture(t, nil)
-	ln, err := newListener()
-	require.NoError(t, err)
-	go func() { _ = f.app.Listener(ln) }()
-	defer func() { require.NoError(t, f.app.Shutdown()) }()
-	url := "http://" + ln.Addr().String() + "/v1/webhooks/emblue?token=" + token
+	addr := serveLoopback(t, f.app)
+	url := "http://" + addr + "/v1/webhooks/emblue?token=" + token
 
 	const workers, per = 8, 40
 	var wg sync.WaitGroup
@@ -282,11 +276,8 @@ func TestConcurrentSinglePosts(t *testing.T) {
 // provider label once became "embluelse", and /metrics failed as a whole.
 func TestMetricLabelsSurviveTheNextRequest(t *testing.T) {
 	f := newFixture(t, nil)
-	ln, err := newListener()
-	require.NoError(t, err)
-	go func() { _ = f.app.Listener(ln) }()
-	defer func() { require.NoError(t, f.app.Shutdown()) }()
-	base := "http://" + ln.Addr().String() + "/v1/webhooks/"
+	addr := serveLoopback(t, f.app)
+	base := "http://" + addr + "/v1/webhooks/"
 	client := &http.Client{} // one keep-alive connection for every request
 	for i, p := range []struct{ path, body string }{
 		{"sendpulse", spBatch},
@@ -340,10 +331,7 @@ func TestEventsOutliveTheRequest(t *testing.T) {
 	require.NoError(t, err)
 	app := fiber.New(fiber.Config{DisableStartupMessage: true})
 	s.Mount(app)
-	ln, err := newListener()
-	require.NoError(t, err)
-	go func() { _ = app.Listener(ln) }()
-	defer func() { require.NoError(t, app.Shutdown()) }()
+	addr := serveLoopback(t, app)
 	client := &http.Client{} // one keep-alive connection
 	posts := []struct{ path, body string }{
 		{"sendpulse/eu-account-one", spBatch},
@@ -351,7 +339,7 @@ func TestEventsOutliveTheRequest(t *testing.T) {
 		{"sendpulse", spBatch},
 	}
 	for _, p := range posts {
-		req, err := http.NewRequest(http.MethodPost, "http://"+ln.Addr().String()+"/v1/webhooks/"+p.path+"?token="+token, strings.NewReader(p.body))
+		req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/v1/webhooks/"+p.path+"?token="+token, strings.NewReader(p.body))
 		require.NoError(t, err)
 		resp, err := client.Do(req)
 		require.NoError(t, err)
