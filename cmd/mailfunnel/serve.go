@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	runtimepprof "runtime/pprof"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -135,7 +136,7 @@ func (s *ServeCommand) flags() *flag.FlagSet {
 	fs.Uint64Var(&s.maxLag, "max-lag", 5_000_000, "answer webhooks 503 while the engine is more than this many events behind the log (0: never)")
 	fs.Uint64Var(&s.readyLag, "ready-lag", 10_000, "/readyz fails while the engine is more than this many events behind")
 	fs.IntVar(&s.maxInFlight, "max-in-flight", 2048, "webhook requests processed at once; more wait up to 1s, then get 503")
-	fs.IntVar(&s.recipientCache, "recipient-cache", 500_000, "per-recipient funnel states kept in memory (the rest stay in the state store)")
+	registerRecipientCache(fs, &s.recipientCache)
 	fs.DurationVar(&s.commitInterval, "commit-interval", engine.DefaultCommitInterval, "least time between two engine commits while it follows the log: longer lets one state transaction cover more webhooks (less CPU per event), shorter shows new events sooner (negative: no wait)")
 	s.rules.register(fs)
 	fs.StringVar(&s.debugAddr, "debug-addr", "", "address for Go's profiling endpoints (/debug/pprof/), without authentication: keep it on loopback (default: off)")
@@ -220,7 +221,8 @@ func (s *ServeCommand) Run(ctx context.Context, args []string) error {
 	lcfg.DedupeHorizon = s.dedupeHorizon
 	lcfg.DedupeFilterMB = s.dedupeFilterMB
 	lcfg.Logger = logger.With("component", "storage")
-	log, err := storage.Open(lcfg)
+	var log *storage.Log
+	labeled("storage", func() { log, err = storage.Open(lcfg) })
 	if errors.Is(err, storage.ErrLocked) {
 		return fmt.Errorf("%w: is another 'mailfunnel serve' running on %s?", err, s.data.dir)
 	}
@@ -239,7 +241,8 @@ func (s *ServeCommand) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	ecfg.Logger = logger.With("component", "engine")
-	eng, err := engine.Open(ecfg, log)
+	var eng *engine.Engine
+	labeled("engine", func() { eng, err = engine.Open(ecfg, log) })
 	if err != nil {
 		return err
 	}
@@ -342,9 +345,12 @@ func (s *ServeCommand) Run(ctx context.Context, args []string) error {
 	logger.Info("listening", "addr", ln.Addr().String(), "version", version())
 
 	g, gctx := errgroup.WithContext(context.Background())
-	g.Go(func() error { return eng.Run(engCtx) })
-	g.Go(func() error { return app.Listener(ln) })
-	g.Go(func() error { return exporter.RunEvery(engCtx, s.data.exportInterval) })
+	g.Go(func() (err error) { labeled("engine", func() { err = eng.Run(engCtx) }); return })
+	g.Go(func() (err error) { labeled("http", func() { err = app.Listener(ln) }); return })
+	g.Go(func() (err error) {
+		labeled("export", func() { err = exporter.RunEvery(engCtx, s.data.exportInterval) })
+		return
+	})
 	if s.gcInterval > 0 {
 		g.Go(func() error { return runGC(engCtx, s.gcInterval, log, logger) })
 	}
@@ -521,4 +527,20 @@ func (c lateCollector) Collect(ch chan<- prometheus.Metric) {
 	for src, n := range c.eng.LateEvents() {
 		ch <- prometheus.MustNewConstMetric(lateDesc, prometheus.CounterValue, float64(n), src)
 	}
+}
+
+// labeled runs fn with the pprof label component=name. Goroutines inherit
+// their creator's labels, so Badger's and the log's background goroutines
+// started by an Open carry it too: a CPU profile from --debug-addr splits
+// by component (go tool pprof -tags), which a stack alone cannot do when
+// two Badger databases share the same code.
+func labeled(name string, fn func()) {
+	runtimepprof.Do(context.Background(), runtimepprof.Labels("component", name), func(context.Context) { fn() })
+}
+
+// registerRecipientCache adds --recipient-cache, which serve and rebuild
+// share.
+func registerRecipientCache(fs *flag.FlagSet, n *int) {
+	fs.IntVar(n, "recipient-cache", engine.DefaultConfig("").RecipientCache,
+		"per-recipient records kept in memory, most of them encoded at about 100 bytes each (the rest stay in the state store; a rebuild reads the log once per this many records it touches)")
 }
