@@ -209,9 +209,10 @@ func (e *Engine) dropRecs() error {
 				}
 			}
 		}
-		return false, nil
+		return false, e.cold.flushDirty(e.spillRec(txn))
 	})
 	clear(e.recs)
+	e.cold.reset()
 	return err
 }
 
@@ -286,6 +287,9 @@ func (e *Engine) flushBulk(txn writer, seq uint64) error {
 			re.dirty = false
 		}
 	}
+	if err := e.cold.flushDirty(e.spillRec(txn)); err != nil {
+		return err
+	}
 	for _, ce := range e.counts {
 		if ce.dirty {
 			if err := e.stageCount(txn, ce); err != nil {
@@ -318,12 +322,9 @@ func (e *Engine) flushBulk(txn writer, seq uint64) error {
 // evictBulk trims the caches like evictClean, writing the dirty entries
 // that leave.
 func (e *Engine) evictBulk(txn writer) error {
-	err := evict(e.recs, e.cfg.RecipientCache, e.gen, func(re *recEntry) uint32 { return re.gen }, func(re *recEntry) error {
-		if !re.dirty {
-			return nil
-		}
-		re.dirty = false
-		return e.stageRec(txn, re)
+	spill := e.spillRec(txn)
+	err := evict(e.recs, e.hotLimit(), e.gen, func(re *recEntry) uint32 { return re.gen }, func(re *recEntry) error {
+		return e.demote(re, spill)
 	})
 	if err != nil {
 		return err
@@ -339,7 +340,11 @@ func (e *Engine) evictBulk(txn writer) error {
 
 // evictClean trims the caches after a commit, when every entry is clean.
 func (e *Engine) evictClean() {
-	_ = evict(e.recs, e.cfg.RecipientCache, e.gen, func(re *recEntry) uint32 { return re.gen }, nil)
+	// Every record is clean, so the second tier spills none, and demote
+	// cannot fail.
+	_ = evict(e.recs, e.hotLimit(), e.gen, func(re *recEntry) uint32 { return re.gen }, func(re *recEntry) error {
+		return e.demote(re, nil)
+	})
 	_ = e.evictCounts(nil)
 }
 

@@ -40,8 +40,10 @@ var _ Log = (*storage.Log)(nil)
 type Config struct {
 	// Dir is the state store's Badger directory. Required.
 	Dir string
-	// RecipientCache bounds the per-recipient states kept in memory.
-	// Default 500,000 (about 100 MiB).
+	// RecipientCache bounds the per-recipient records kept in memory:
+	// up to hotRecs decoded, the rest encoded at coldRecordBytes each
+	// (reccache.go). Default 2,000,000 (about 200 MiB encoded, plus the
+	// decoded ones).
 	RecipientCache int
 	// CounterCache bounds the counters kept in memory. Default 200,000.
 	CounterCache int
@@ -93,7 +95,7 @@ func (c Config) ForBulk(dir string) Config {
 
 // DefaultConfig returns the defaults for dir.
 func DefaultConfig(dir string) Config {
-	return Config{Dir: dir, RecipientCache: 500_000, CounterCache: 200_000, BatchEvents: 20_000, CommitInterval: DefaultCommitInterval,
+	return Config{Dir: dir, RecipientCache: 2_000_000, CounterCache: 200_000, BatchEvents: 20_000, CommitInterval: DefaultCommitInterval,
 		SuppressSoftCount: 3, SuppressSoftWindow: 7 * 24 * time.Hour, AllowedLateness: time.Hour}
 }
 
@@ -195,6 +197,8 @@ type Engine struct {
 	// counts commits: an entry's gen says when it was last used, for
 	// eviction (see evict).
 	recs          map[string]*recEntry
+	cold          *coldRecs // the recipient cache's second tier (reccache.go)
+	vbuf          []byte    // scratch value buffer of demote
 	counts        map[string]*countEntry
 	series        map[uint64]*seriesEntry // index into counts by series hash (see addCount)
 	dirtyRecs     []*recEntry
@@ -361,6 +365,7 @@ func Open(cfg Config, src Log) (*Engine, error) {
 // in what the store holds. Open starts from it, and a replay's swap.
 func (e *Engine) resetApplySide() {
 	e.recs, e.counts, e.series = map[string]*recEntry{}, map[string]*countEntry{}, map[uint64]*seriesEntry{}
+	e.cold = newColdRecs(e.cfg.RecipientCache)
 	e.dirtyRecs, e.dirtyCnts, e.dirtyCamps, e.dirtyGroups = nil, nil, nil, nil
 	e.camps, e.campByID, e.nextCID = map[campKeyT]*campaign{}, map[uint32]*campaign{}, 1
 	e.groups = map[string]bool{}
@@ -738,6 +743,16 @@ func (e *Engine) recipient(k []byte) (*recEntry, error) {
 		return re, nil
 	}
 	re := &recEntry{key: string(k), gen: e.gen}
+	if v, flags, ok := e.cold.take(k); ok {
+		if err := re.decodeRecord(re.key, v); err != nil {
+			return nil, err
+		}
+		// Dirty only in bulk mode, whose writes go over every cached
+		// record (flushBulk, dropRecs) rather than the dirty list.
+		re.dirty, re.pub = flags&coldDirty != 0, flags&coldPub != 0
+		e.recs[re.key] = re
+		return re, nil
+	}
 	if e.mayExistBytes(k) {
 		item, err := e.rtxn.Get(k)
 		switch {
@@ -753,6 +768,42 @@ func (e *Engine) recipient(k []byte) (*recEntry, error) {
 	e.recs[re.key] = re
 	return re, nil
 }
+
+// demote moves re from the first tier of the recipient cache to the
+// second (reccache.go); the caller deletes it from recs. spill writes the
+// dirty records the second tier lets go (bulk mode only).
+func (e *Engine) demote(re *recEntry, spill spillFunc) error {
+	var flags byte
+	if re.dirty {
+		flags |= coldDirty
+	}
+	if re.pub {
+		flags |= coldPub
+	}
+	e.vbuf = re.encodeRecord(re.key, e.vbuf[:0])
+	return e.cold.put(re.key, e.vbuf, flags, spill)
+}
+
+// spillRec returns the spill function that stages a second-tier record
+// into txn.
+func (e *Engine) spillRec(txn writer) spillFunc {
+	return func(k, v []byte, flags byte) error {
+		if err := txn.Set(e.arena.keep(append(e.arena.free(len(k)), k...)), e.arena.keep(append(e.arena.free(len(v)), v...))); err != nil {
+			return fmt.Errorf("stage recipient state: %w", err)
+		}
+		if flags&coldPub == 0 {
+			return nil
+		}
+		re := &recEntry{key: string(k)}
+		if err := re.decodeRecord(re.key, v); err != nil {
+			return err
+		}
+		return e.stagePublished(txn, re)
+	}
+}
+
+// hotLimit bounds the recipient cache's first tier.
+func (e *Engine) hotLimit() int { return min(e.cfg.RecipientCache, hotRecs) }
 
 func (e *Engine) markDirty(re *recEntry) {
 	if !re.dirty {

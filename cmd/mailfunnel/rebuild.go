@@ -30,6 +30,8 @@ func (r *RebuildCommand) Run(ctx context.Context, args []string) error {
 	fs.SetOutput(r.main.Stderr)
 	r.data.register(fs)
 	r.rules.register(fs)
+	cache := 0
+	registerRecipientCache(fs, &cache)
 	if err := parseFlags(fs, args, r.main.Getenv); err != nil {
 		return err
 	}
@@ -60,6 +62,7 @@ func (r *RebuildCommand) Run(ctx context.Context, args []string) error {
 		}
 	}
 	ecfg := engine.DefaultConfig(next).ForBulk(next)
+	ecfg.RecipientCache = cache
 	if err := r.rules.apply(&ecfg); err != nil {
 		return err
 	}

@@ -1,0 +1,122 @@
+package engine
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// The second tier against a model of what it stands for: a record put
+// clean is already in the store; one put dirty reaches the store (spill)
+// before it can leave the tier. So whenever take misses, the store must
+// hold the last value put for the key, and a hit must return exactly it.
+// Small budgets make segments drop all the time, with records taken out
+// of them (garbage) and records put again (newer copies) mixed in.
+func TestColdRecsAgainstModel(t *testing.T) {
+	for _, records := range []int{1, 3, 10, 100} {
+		t.Run(fmt.Sprint("records=", records), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(uint64(records), 9))
+			c := newColdRecs(records)
+			store := map[string]string{} // what the state store holds
+			last := map[string]string{}  // the newest value of each key
+			in := map[string]bool{}      // put and not taken since
+			spills := 0
+			spill := func(k, v []byte, flags byte) error {
+				require.NotZero(t, flags&coldDirty, "a clean record was spilled")
+				require.True(t, in[string(k)], "spilled %q, which is not in the tier", k)
+				require.Equal(t, last[string(k)], string(v), "spilled an old copy of %q", k)
+				store[string(k)] = string(v)
+				spills++
+				return nil
+			}
+			for i := 0; i < 20_000; i++ {
+				k := fmt.Sprintf("r\x00\x00\x00%c%d@example.com", rune('a'+rng.IntN(3)), rng.IntN(60))
+				if rng.IntN(2) == 0 {
+					v, flags, ok := c.take([]byte(k))
+					if !ok {
+						require.False(t, in[k] && store[k] != last[k], "%q left the tier before the store had it", k)
+						if in[k] {
+							in[k] = false
+						}
+						continue
+					}
+					require.True(t, in[k], "took %q, which was not put", k)
+					require.Equal(t, last[k], string(v))
+					in[k] = false
+					if flags&coldDirty == 0 {
+						require.Equal(t, last[k], store[k], "a clean record differs from the store")
+					}
+					continue
+				}
+				if in[k] {
+					continue // the engine puts only what it took out or read
+				}
+				v := fmt.Sprintf("v%d-%s", i, k[:rng.IntN(len(k))])
+				var flags byte
+				if rng.IntN(3) == 0 {
+					store[k] = v // clean: the store holds it already
+				} else {
+					flags = coldDirty
+				}
+				last[k], in[k] = v, true
+				require.NoError(t, c.put(k, []byte(v), flags, spill))
+				require.LessOrEqual(t, c.bytes, max(c.budget, c.segSize+len(k)+len(v)+3),
+					"the tier holds more than its budget and the newest segment")
+			}
+			require.NoError(t, c.flushDirty(spill))
+			for k, ok := range in {
+				if ok {
+					require.Equal(t, last[k], store[k], "%q after the final flush", k)
+				}
+			}
+			n := spills
+			require.NoError(t, c.flushDirty(spill))
+			require.Equal(t, n, spills, "a second flush found dirty records")
+			if records >= 10 {
+				require.Positive(t, c.len(), "the tier kept nothing")
+			}
+		})
+	}
+}
+
+// The first record of the first segment sits at location 0, the index's
+// zero value: once taken, a drop of its segment must not spill it.
+func TestColdRecsLocationZero(t *testing.T) {
+	c := newColdRecs(1)
+	var spilled []string
+	spill := func(k, v []byte, flags byte) error { spilled = append(spilled, string(k)); return nil }
+	require.NoError(t, c.put("first", []byte("old"), coldDirty, spill))
+	_, _, ok := c.take([]byte("first"))
+	require.True(t, ok)
+	for i := 0; c.first == 0; i++ {
+		require.NoError(t, c.put(fmt.Sprint("k", i), make([]byte, 40), 0, spill))
+	}
+	require.Empty(t, spilled)
+}
+
+// In the normal mode nothing dirty may reach the second tier; if it does,
+// the drop fails rather than lose the record.
+func TestColdRecsRefusesToDropDirtyWithoutWriter(t *testing.T) {
+	c := newColdRecs(1)
+	require.NoError(t, c.put("dirty", []byte("v"), coldDirty, nil))
+	var err error
+	for i := 0; err == nil && i < 100; i++ {
+		err = c.put(fmt.Sprint("k", i), make([]byte, 40), 0, nil)
+	}
+	require.ErrorIs(t, err, errDirtySpill)
+}
+
+// A record's flags come back with it, and a flush clears them.
+func TestColdRecsFlags(t *testing.T) {
+	c := newColdRecs(100)
+	require.NoError(t, c.put("a", []byte("1"), coldDirty|coldPub, nil))
+	var got byte
+	require.NoError(t, c.flushDirty(func(k, v []byte, flags byte) error { got = flags; return nil }))
+	require.Equal(t, byte(coldDirty|coldPub), got)
+	v, flags, ok := c.take([]byte("a"))
+	require.True(t, ok)
+	require.Equal(t, "1", string(v))
+	require.Zero(t, flags)
+}
