@@ -319,10 +319,13 @@ func TestKillDuringIngest(t *testing.T) {
 	}
 
 	// Kills land at other points of the engine's commit cycle when it
-	// commits at other paces.
+	// commits at other paces. Every other round a tiny recipient cache
+	// sends records through both of its tiers and back to the store.
 	intervals := []string{"50ms", "-1ms", "5ms", "200ms"}
+	caches := []string{"2000000", "7", "100"}
 	for round := 0; ; round++ {
-		srv := startServer(t, data, "--commit-interval", intervals[round%len(intervals)])
+		srv := startServer(t, data, "--commit-interval", intervals[round%len(intervals)],
+			"--recipient-cache", caches[round%len(caches)])
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
 		for w := 0; w < 8; w++ {
