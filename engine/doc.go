@@ -62,6 +62,8 @@
 //
 // The minute level with its sub-minute detail lets a range query be
 // answered exactly from whole minutes plus the detail of its two partial
-// edge minutes. Per-recipient state is read through a bounded write-back cache,
-// so memory does not grow with the number of recipients.
+// edge minutes. Per-recipient state is read through a bounded cache of two
+// tiers, decoded records for the current batch and encoded ones for the
+// rest (reccache.go), so memory does not grow with the number of
+// recipients.
 package engine
