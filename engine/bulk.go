@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"github.com/axiomhq/hyperloglog"
@@ -272,7 +273,9 @@ func (e *Engine) commitBulk() error {
 		return fmt.Errorf("commit engine state at seq %d: %w", seq, err)
 	}
 	e.sketchesWritten(seq)
-	e.evictClean()
+	if err := e.evictClean(); err != nil {
+		return err
+	}
 	e.committed(seq, 0)
 	return nil
 }
@@ -339,13 +342,14 @@ func (e *Engine) evictBulk(txn writer) error {
 }
 
 // evictClean trims the caches after a commit, when every entry is clean.
-func (e *Engine) evictClean() {
-	// Every record is clean, so the second tier spills none, and demote
-	// cannot fail.
-	_ = evict(e.recs, e.hotLimit(), e.gen, func(re *recEntry) uint32 { return re.gen }, func(re *recEntry) error {
+// The second tier then holds only clean records and has nothing to spill:
+// an error says that a dirty one reached it, which would lose it, so the
+// engine stops rather than go on.
+func (e *Engine) evictClean() error {
+	err := evict(e.recs, e.hotLimit(), e.gen, func(re *recEntry) uint32 { return re.gen }, func(re *recEntry) error {
 		return e.demote(re, nil)
 	})
-	_ = e.evictCounts(nil)
+	return errors.Join(err, e.evictCounts(nil))
 }
 
 // countingWriter counts the keys staged through it.

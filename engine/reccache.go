@@ -178,13 +178,15 @@ func (c *coldRecs) reclaimOldest(spill spillFunc, evict bool) error {
 				appendRec(c, h, k, v, flags) // the old bytes stay valid until the segment goes
 				c.liveBytes -= n             // counted again by append
 			} else {
-				delete(c.index, h)
-				c.liveBytes -= n
+				// Written before it leaves: if the write fails, the
+				// record is still here.
 				if flags&coldDirty != 0 {
 					if err := spillTo(spill, k, v, flags); err != nil {
 						return err
 					}
 				}
+				delete(c.index, h)
+				c.liveBytes -= n
 			}
 		}
 		off += n

@@ -119,6 +119,8 @@ func TestColdRecsRefusesToDropDirtyWithoutWriter(t *testing.T) {
 		err = c.put(fmt.Sprint("k", i), make([]byte, 40), 0, nil)
 	}
 	require.ErrorIs(t, err, errDirtySpill)
+	_, _, ok := c.take([]byte("dirty"))
+	require.True(t, ok, "the record that could not be written left the cache")
 }
 
 // A record's flags come back with it, and a flush clears them.

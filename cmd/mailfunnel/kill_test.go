@@ -319,7 +319,7 @@ func TestKillDuringIngest(t *testing.T) {
 	}
 
 	// Kills land at other points of the engine's commit cycle when it
-	// commits at other paces. Every other round a tiny recipient cache
+	// commits at other paces. Two rounds in three, a tiny recipient cache
 	// sends records through both of its tiers and back to the store.
 	intervals := []string{"50ms", "-1ms", "5ms", "200ms"}
 	caches := []string{"2000000", "7", "100"}
