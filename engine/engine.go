@@ -885,7 +885,8 @@ func (e *Engine) touchCount(ce *countEntry) {
 	if !ce.dirty {
 		ce.dirty = true
 		e.dirtyCnts = append(e.dirtyCnts, ce)
-		e.dirtyBytes += len(ce.key) + 24 + min(len(ce.detail)*detailBytes, 4<<10)
+		// The minute's open key ('o') may be written or deleted too.
+		e.dirtyBytes += 2*len(ce.key) + 40 + min(len(ce.detail)*detailBytes, 4<<10)
 	}
 }
 
@@ -914,8 +915,38 @@ func (e *Engine) counter(s []byte, level byte, bucket int64) (*countEntry, error
 			return nil, err
 		}
 	}
+	// A bulk store is new and sealed at every write: it has no open parts.
+	if level == levelMinute && !e.cfg.Bulk {
+		if err := e.readOpen(ce); err != nil {
+			return nil, err
+		}
+	}
 	e.counts[ce.key] = ce
 	return ce, nil
+}
+
+// readOpen adds minute counter ce's open part ('o', see countEntry), if
+// the store has one, to what was read of its sealed value.
+func (e *Engine) readOpen(ce *countEntry) error {
+	e.cbuf[len(e.cbuf)-9] = levelOpen
+	if !e.mayExistBytes(e.cbuf) {
+		return nil
+	}
+	item, err := e.rtxn.Get(e.cbuf)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read counter: %w", err)
+	}
+	var o countEntry
+	if err := item.Value(func(v []byte) error { return o.decode(levelMinute, v) }); err != nil {
+		return err
+	}
+	ce.n += o.n
+	ce.detail = mergeSubs(ce.detail, o.detail)
+	ce.open, ce.openN, ce.hasOpen, ce.tracking = o.detail, o.n, true, true
+	return nil
 }
 
 // evictCounts trims the counter cache (see evict), and drops the series
@@ -1105,18 +1136,51 @@ func (e *Engine) stageRec(txn writer, re *recEntry) error {
 	return nil
 }
 
+// stageCount stages counter ce. A minute's open part is written alone
+// while it is small (live mode); otherwise the minute is sealed, or
+// deleted when nothing is left in it (see countEntry).
 func (e *Engine) stageCount(txn writer, ce *countEntry) error {
 	k := ce.key
+	level := k[len(k)-9]
 	var err error
-	if level := k[len(k)-9]; ce.n == 0 && len(ce.detail) == 0 && level != levelTotal {
-		err = txn.Delete(e.arena.bytes(k))
-	} else {
+	switch {
+	case level == levelTotal:
 		err = txn.Set(e.arena.bytes(k), e.arena.keep(ce.encode(e.arena.free(64), level)))
+	case ce.tracking && ce.n != 0 && len(ce.open) <= openMax:
+		if len(ce.open) == 0 && ce.openN == 0 {
+			// Every change since the seal cancelled out.
+			if ce.hasOpen {
+				err = txn.Delete(e.openKey(k))
+			}
+			ce.hasOpen = false
+			break
+		}
+		err = txn.Set(e.openKey(k), e.arena.keep(encodeMinute(e.arena.free(64), ce.openN, ce.open)))
+		ce.hasOpen = true
+	default:
+		if ce.n == 0 && len(ce.detail) == 0 {
+			err = txn.Delete(e.arena.bytes(k))
+		} else {
+			err = txn.Set(e.arena.bytes(k), e.arena.keep(ce.encode(e.arena.free(64), level)))
+		}
+		if err == nil && ce.hasOpen {
+			err = txn.Delete(e.openKey(k))
+		}
+		// A large minute is split from now on (live mode).
+		ce.open, ce.openN, ce.hasOpen = nil, 0, false
+		ce.tracking = len(ce.detail) > openMax && !e.cfg.Bulk
 	}
 	if err != nil {
 		return fmt.Errorf("stage counter: %w", err)
 	}
 	return nil
+}
+
+// openKey is the key of the open part of minute counter k, in the arena.
+func (e *Engine) openKey(k string) []byte {
+	b := e.arena.bytes(k)
+	b[len(b)-9] = levelOpen
+	return b
 }
 
 // stageCatalogue stages the changed campaigns and the new bounce group and

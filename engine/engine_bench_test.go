@@ -134,7 +134,7 @@ func cpuTime(b *testing.B) time.Duration {
 // BenchmarkEngine_Follow measures the normal (live) mode: the default
 // Config, one atomic state+checkpoint transaction per commit. step=2400 is
 // live ingest at 120k events/s with a 20 ms CommitInterval (a CatchUp per
-// 2,400 events); step=all is one CatchUp over the whole log (a restart
+// 2,400 events), step=400 single-event webhooks at 20k a second; step=all is one CatchUp over the whole log (a restart
 // after downtime: commits every BatchEvents). precision=us has microsecond
 // event times instead of SendPulse's seconds; precision=emblue is the load
 // generator's emBlue stream (emblueStream). cpu-ns/event is
@@ -166,7 +166,7 @@ func BenchmarkEngine_Follow(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		for _, step := range []int{2400, n} {
+		for _, step := range []int{400, 2400, n} {
 			name := fmt.Sprint("step=", step)
 			if step == n {
 				name = "step=all"

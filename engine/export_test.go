@@ -97,3 +97,35 @@ func SetFormatVersion(dir string, version uint64) error {
 		return txn.Set([]byte{keyFormat}, binary.AppendUvarint(nil, version))
 	})
 }
+
+// FormatVersion reads the format version e's store is stamped with.
+func FormatVersion(e *Engine) (uint64, error) {
+	var v uint64
+	err := e.view(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte{keyFormat})
+		if err != nil {
+			return err
+		}
+		return item.Value(func(b []byte) error {
+			v, _ = binary.Uvarint(b)
+			return nil
+		})
+	})
+	return v, err
+}
+
+// OpenParts counts the minute counters' open parts ('o') in e's store.
+func OpenParts(e *Engine) int {
+	n := 0
+	_ = e.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixCount}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if k := it.Item().Key(); len(k) > 9 && k[len(k)-9] == levelOpen {
+				n++
+			}
+		}
+		return nil
+	})
+	return n
+}

@@ -19,6 +19,12 @@ import (
 //	'r' uint32 BE cid, recipient -> funnel state, then first bounce per bounce group
 //	'r' 0, recipient             -> the same over all campaigns, then the suppression state
 //
+// Version 3 adds the open part of a minute counter ('n' ... 'o' minute; see
+// countEntry): a minute's count is its 'm' value plus its 'o' value. A
+// version 2 store has no open parts, so it reads the same as version 3
+// and is only stamped; the version stops an older build, which would
+// ignore the open parts, from opening a newer store.
+//
 // Version 1 had the bounce groups ('b') and the suppression state ('s') in
 // keys of their own. Every key the engine writes costs a random insert
 // into Badger's memtable skiplist, which was about half of the engine's
@@ -29,7 +35,7 @@ import (
 // groups.
 const (
 	keyFormat     = 'V'
-	formatVersion = 2
+	formatVersion = 3
 )
 
 // encodeRecord appends re's record for key k (prefix 'r'): the funnel
@@ -123,7 +129,7 @@ func prepareFormat(db *badger.DB, log *slog.Logger) (migrated int, err error) {
 	case version > formatVersion:
 		return 0, fmt.Errorf("engine state has format version %d, this build reads up to %d: run a newer mailfunnel, or re-derive the state from the log with 'mailfunnel rebuild'", version, formatVersion)
 	}
-	if !empty {
+	if !empty && version == 1 {
 		// Minutes for tens of millions of recipients: say why the start
 		// is slow.
 		log.Info("engine: migrating the state to the current format", "from", version, "to", formatVersion)

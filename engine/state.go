@@ -16,6 +16,9 @@ const (
 
 	levelTotal  = 'T'
 	levelMinute = 'm'
+	// levelOpen holds a minute's changes since its 'm' value was last
+	// written (format 3, see countEntry).
+	levelOpen = 'o'
 )
 
 var errCorrupt = errors.New("corrupt engine state")
@@ -133,43 +136,115 @@ type subCount struct {
 // so that a range edge inside a minute is answered exactly without a key
 // per event time. Second-precision data (SendPulse) has at most 60 offsets
 // per minute.
+//
+// A minute of microsecond-dated events (emBlue) keeps an offset per
+// distinct microsecond, tens of KB for a busy series, and a live commit
+// every 20 ms rewrote it whole for the few offsets it gained: most of the
+// engine's bytes written under single-event webhooks. So since format 3 a
+// minute is stored in two keys: 'm', its value as of when it was last
+// sealed, and 'o', the changes since (open), which the live mode rewrites
+// at each commit while they are at most openMax offsets, then seals (writes
+// 'm' whole, deletes 'o'). What the store says is 'm' plus 'o'; detail and
+// n here are always the sum. Only a minute past openMax offsets is split
+// (tracking): a smaller one, such as every minute of second-precision
+// data, costs no more to rewrite whole, and is. Bulk mode writes whole.
 type countEntry struct {
 	key    string
 	n      int64
 	minute int64      // the bucket: minute level only
 	detail []subCount // sorted by off; minute level only
-	gen    uint32
-	dirty  bool
+	// open and openN are the changes since the seal, as stored in 'o'
+	// when hasOpen; kept while tracking (live mode, minute level only).
+	open     []subCount
+	openN    int64
+	hasOpen  bool
+	tracking bool
+	gen      uint32
+	dirty    bool
 }
 
+// openMax is how many offsets a minute's open part may hold before a
+// commit seals it: a busy emBlue series gains three or four offsets a
+// commit, so its large sealed value is rewritten every 15-20 commits
+// instead of every one.
+const openMax = 64
+
+// add counts d at offset off, and in the open part while tracking.
 func (c *countEntry) add(off int32, d int64) {
 	c.n += d
+	c.detail = addSub(c.detail, off, d)
+	if c.tracking {
+		c.openN += d
+		c.open = addSub(c.open, off, d)
+	}
+}
+
+// addSub adds d at off to the sorted list l, dropping an entry that
+// reaches zero.
+func addSub(l []subCount, off int32, d int64) []subCount {
 	// sort.Search by hand (its closure call per step showed in the
 	// profile), with a first look at the end: a minute's events mostly
 	// come in time order.
-	i, j := 0, len(c.detail)
-	if j > 0 && c.detail[j-1].off < off {
+	i, j := 0, len(l)
+	if j > 0 && l[j-1].off < off {
 		i = j
 	}
 	for i < j {
 		h := int(uint(i+j) >> 1)
-		if c.detail[h].off < off {
+		if l[h].off < off {
 			i = h + 1
 		} else {
 			j = h
 		}
 	}
 	switch {
-	case i < len(c.detail) && c.detail[i].off == off:
-		c.detail[i].n += d
-		if c.detail[i].n == 0 {
-			c.detail = append(c.detail[:i], c.detail[i+1:]...)
+	case i < len(l) && l[i].off == off:
+		l[i].n += d
+		if l[i].n == 0 {
+			l = append(l[:i], l[i+1:]...)
 		}
 	default:
-		c.detail = append(c.detail, subCount{})
-		copy(c.detail[i+1:], c.detail[i:])
-		c.detail[i] = subCount{off, d}
+		l = append(l, subCount{})
+		copy(l[i+1:], l[i:])
+		l[i] = subCount{off, d}
 	}
+	return l
+}
+
+// mergeSubs returns the sum of the sorted lists a and b, without zeros.
+func mergeSubs(a, b []subCount) []subCount {
+	out := make([]subCount, 0, len(a)+len(b))
+	i, j := 0, 0
+	for i < len(a) || j < len(b) {
+		switch {
+		case j == len(b) || (i < len(a) && a[i].off < b[j].off):
+			out = append(out, a[i])
+			i++
+		case i == len(a) || b[j].off < a[i].off:
+			out = append(out, b[j])
+			j++
+		default:
+			if n := a[i].n + b[j].n; n != 0 {
+				out = append(out, subCount{a[i].off, n})
+			}
+			i++
+			j++
+		}
+	}
+	return out
+}
+
+// encodeMinute appends a minute value (the 'm' and 'o' keys share it): a
+// total, then the detail.
+func encodeMinute(b []byte, n int64, detail []subCount) []byte {
+	b = slices.Grow(b, 4+len(detail)*5)
+	b = binary.AppendVarint(b, n)
+	b = binary.AppendUvarint(b, uint64(len(detail)))
+	for _, d := range detail {
+		b = binary.AppendUvarint(b, uint64(d.off))
+		b = binary.AppendVarint(b, d.n)
+	}
+	return b
 }
 
 // encode appends the counter's value to b.
@@ -177,14 +252,7 @@ func (c *countEntry) encode(b []byte, level byte) []byte {
 	if level != levelMinute {
 		return binary.BigEndian.AppendUint64(b, uint64(c.n))
 	}
-	b = slices.Grow(b, 4+len(c.detail)*5)
-	b = binary.AppendVarint(b, c.n)
-	b = binary.AppendUvarint(b, uint64(len(c.detail)))
-	for _, d := range c.detail {
-		b = binary.AppendUvarint(b, uint64(d.off))
-		b = binary.AppendVarint(b, d.n)
-	}
-	return b
+	return encodeMinute(b, c.n, c.detail)
 }
 
 func (c *countEntry) decode(level byte, v []byte) error {

@@ -210,31 +210,82 @@ func countRange(txn *badger.Txn, s series, r Range) (int64, error) {
 // [lo, hi), exactly: a minute inside the range reports its total (t is the
 // minute's start); a minute cut by an edge reports its events per exact
 // microsecond. Each call's t lies inside one minute, so callers can assign
-// it to any window of whole minutes.
+// it to any window of whole minutes. A minute is its sealed value ('m')
+// plus its open part ('o'; see countEntry); counts that sum to zero are
+// not reported, as a rebuilt store (sealed only) would not hold them.
 func scanCounts(txn *badger.Txn, s series, lo, hi int64, fn func(t, n int64)) error {
 	if lo >= hi {
 		return nil
 	}
-	var ce countEntry
-	return scanRange(txn, s, levelMinute, floorDiv(lo, microsPerMinute), ceilDiv(hi, microsPerMinute), func(b []byte, minute int64) error {
-		start := minute * microsPerMinute
-		if start >= lo && start+microsPerMinute <= hi {
-			if err := ce.decodeTotal(b); err != nil {
-				return err
-			}
-			fn(start, ce.n)
-			return nil
-		}
-		if err := ce.decode(levelMinute, b); err != nil {
+	lm, hm := floorDiv(lo, microsPerMinute), ceilDiv(hi, microsPerMinute)
+	// The open parts are few: the minutes changed since their last seal.
+	var opens []countEntry
+	err := scanRange(txn, s, levelOpen, lm, hm, func(b []byte, minute int64) error {
+		o := countEntry{minute: minute}
+		if err := o.decode(levelMinute, b); err != nil {
 			return err
 		}
+		opens = append(opens, o)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	report := func(minute int64, sealed []byte, open *countEntry) error {
+		start := minute * microsPerMinute
+		var ce countEntry
+		if start >= lo && start+microsPerMinute <= hi {
+			if sealed != nil {
+				if err := ce.decodeTotal(sealed); err != nil {
+					return err
+				}
+			}
+			if open != nil {
+				ce.n += open.n
+			}
+			if ce.n != 0 {
+				fn(start, ce.n)
+			}
+			return nil
+		}
+		if sealed != nil {
+			if err := ce.decode(levelMinute, sealed); err != nil {
+				return err
+			}
+		}
+		if open != nil {
+			ce.detail = mergeSubs(ce.detail, open.detail)
+		}
 		for _, d := range ce.detail {
-			if t := start + int64(d.off); t >= lo && t < hi {
+			if t := start + int64(d.off); t >= lo && t < hi && d.n != 0 {
 				fn(t, d.n)
 			}
 		}
 		return nil
+	}
+	i := 0
+	err = scanRange(txn, s, levelMinute, lm, hm, func(b []byte, minute int64) error {
+		for ; i < len(opens) && opens[i].minute < minute; i++ {
+			if err := report(opens[i].minute, nil, &opens[i]); err != nil {
+				return err
+			}
+		}
+		var open *countEntry
+		if i < len(opens) && opens[i].minute == minute {
+			open = &opens[i]
+			i++
+		}
+		return report(minute, b, open)
 	})
+	if err != nil {
+		return err
+	}
+	for ; i < len(opens); i++ {
+		if err := report(opens[i].minute, nil, &opens[i]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // scanRange calls fn with the value and bucket of each counter of one level
