@@ -223,6 +223,14 @@ func (o options) measure(ctx context.Context, wl workload, t target, round int) 
 	if err != nil {
 		return measurement{}, err
 	}
+	// The lag is read when the load stops, not when Run returns: Run
+	// then still waits up to 10 s for its last freshness probe, while the
+	// engine catches up.
+	lagc := make(chan int64, 1)
+	if t.probe {
+		stop := time.AfterFunc(o.duration, func() { lagc <- engineLag(addr) })
+		defer stop.Stop()
+	}
 	res, err := loadgen.Run(ctx, cfg)
 	cpu1, cerr := procCPU(pid)
 	steady, peak := rss.finish()
@@ -231,7 +239,10 @@ func (o options) measure(ctx context.Context, wl workload, t target, round int) 
 	}
 	lag := int64(-1)
 	if t.probe {
-		lag = engineLag(addr)
+		select {
+		case lag = <-lagc:
+		case <-time.After(5 * time.Second): // Run ended early (an error it did not return)
+		}
 	}
 	select {
 	case <-srv.done:
