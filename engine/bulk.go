@@ -298,7 +298,7 @@ func (e *Engine) flushBulk(txn writer, seq uint64) error {
 			if err := e.stageCount(txn, ce); err != nil {
 				return err
 			}
-			ce.dirty = false
+			e.countWritten(ce)
 		}
 	}
 	if err := e.stageCatalogue(txn); err != nil {
@@ -336,8 +336,11 @@ func (e *Engine) evictBulk(txn writer) error {
 		if !ce.dirty {
 			return nil
 		}
-		ce.dirty = false
-		return e.stageCount(txn, ce)
+		if err := e.stageCount(txn, ce); err != nil {
+			return err
+		}
+		e.countWritten(ce)
+		return nil
 	})
 }
 

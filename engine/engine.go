@@ -886,7 +886,7 @@ func (e *Engine) touchCount(ce *countEntry) {
 		ce.dirty = true
 		e.dirtyCnts = append(e.dirtyCnts, ce)
 		// The minute's open key ('o') may be written or deleted too.
-		e.dirtyBytes += 2*len(ce.key) + 40 + min(len(ce.detail)*detailBytes, 4<<10)
+		e.dirtyBytes += 2*len(ce.key) + 40 + min(max(len(ce.detail), len(ce.open))*detailBytes, 4<<10)
 	}
 }
 
@@ -915,8 +915,10 @@ func (e *Engine) counter(s []byte, level byte, bucket int64) (*countEntry, error
 			return nil, err
 		}
 	}
-	// A bulk store is new and sealed at every write: it has no open parts.
-	if level == levelMinute && !e.cfg.Bulk {
+	// An open part is written only after its minute was sealed (and is
+	// deleted with it), so a minute not in the store has none; a bulk
+	// store is new and sealed at every write.
+	if level == levelMinute && err == nil && !e.cfg.Bulk {
 		if err := e.readOpen(ce); err != nil {
 			return nil, err
 		}
@@ -929,9 +931,6 @@ func (e *Engine) counter(s []byte, level byte, bucket int64) (*countEntry, error
 // the store has one, to what was read of its sealed value.
 func (e *Engine) readOpen(ce *countEntry) error {
 	e.cbuf[len(e.cbuf)-9] = levelOpen
-	if !e.mayExistBytes(e.cbuf) {
-		return nil
-	}
 	item, err := e.rtxn.Get(e.cbuf)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return nil
@@ -1055,7 +1054,7 @@ func (e *Engine) commit() error {
 		re.dirty = false
 	}
 	for _, ce := range e.dirtyCnts {
-		ce.dirty = false
+		e.countWritten(ce)
 	}
 	for _, c := range e.dirtyCamps {
 		c.dirty = false
@@ -1138,42 +1137,68 @@ func (e *Engine) stageRec(txn writer, re *recEntry) error {
 
 // stageCount stages counter ce. A minute's open part is written alone
 // while it is small (live mode); otherwise the minute is sealed, or
-// deleted when nothing is left in it (see countEntry).
+// deleted when nothing is left in it (see countEntry). It changes nothing
+// in ce: a failed commit is retried with the same state, and countWritten
+// records what a successful one stored.
 func (e *Engine) stageCount(txn writer, ce *countEntry) error {
 	k := ce.key
-	level := k[len(k)-9]
 	var err error
-	switch {
-	case level == levelTotal:
-		err = txn.Set(e.arena.bytes(k), e.arena.keep(ce.encode(e.arena.free(64), level)))
-	case ce.tracking && ce.n != 0 && len(ce.open) <= openMax:
+	switch minuteWrite(ce, k) {
+	case writeTotal:
+		err = txn.Set(e.arena.bytes(k), e.arena.keep(ce.encode(e.arena.free(64), levelTotal)))
+	case writeOpen:
 		if len(ce.open) == 0 && ce.openN == 0 {
 			// Every change since the seal cancelled out.
 			if ce.hasOpen {
 				err = txn.Delete(e.openKey(k))
 			}
-			ce.hasOpen = false
 			break
 		}
 		err = txn.Set(e.openKey(k), e.arena.keep(encodeMinute(e.arena.free(64), ce.openN, ce.open)))
-		ce.hasOpen = true
-	default:
+	case writeSealed:
 		if ce.n == 0 && len(ce.detail) == 0 {
 			err = txn.Delete(e.arena.bytes(k))
 		} else {
-			err = txn.Set(e.arena.bytes(k), e.arena.keep(ce.encode(e.arena.free(64), level)))
+			err = txn.Set(e.arena.bytes(k), e.arena.keep(ce.encode(e.arena.free(64), levelMinute)))
 		}
 		if err == nil && ce.hasOpen {
 			err = txn.Delete(e.openKey(k))
 		}
-		// A large minute is split from now on (live mode).
-		ce.open, ce.openN, ce.hasOpen = nil, 0, false
-		ce.tracking = len(ce.detail) > openMax && !e.cfg.Bulk
 	}
 	if err != nil {
 		return fmt.Errorf("stage counter: %w", err)
 	}
 	return nil
+}
+
+// What stageCount writes of a counter.
+const (
+	writeTotal  = iota // a total
+	writeOpen          // a minute's open part alone
+	writeSealed        // a minute whole (or its deletion), and no open part
+)
+
+func minuteWrite(ce *countEntry, k string) int {
+	switch {
+	case k[len(k)-9] == levelTotal:
+		return writeTotal
+	case ce.tracking && ce.n != 0 && len(ce.open) <= openMax:
+		return writeOpen
+	}
+	return writeSealed
+}
+
+// countWritten records that ce's staged write is in the store.
+func (e *Engine) countWritten(ce *countEntry) {
+	ce.dirty = false
+	switch minuteWrite(ce, ce.key) {
+	case writeOpen:
+		ce.hasOpen = len(ce.open) > 0 || ce.openN != 0
+	case writeSealed:
+		// A large minute is split from now on (live mode).
+		ce.open, ce.openN, ce.hasOpen = nil, 0, false
+		ce.tracking = len(ce.detail) > openMax && !e.cfg.Bulk
+	}
 }
 
 // openKey is the key of the open part of minute counter k, in the arena.

@@ -1,10 +1,12 @@
 package engine
 
 import (
+	"context"
 	"encoding/binary"
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/mailfunnel/mailfunnel/event"
 	"github.com/mailfunnel/mailfunnel/storage"
 )
 
@@ -128,4 +130,49 @@ func OpenParts(e *Engine) int {
 		return nil
 	})
 	return n
+}
+
+// ApplyUncommitted applies the log's events after what e applied and has
+// pending, without committing.
+func ApplyUncommitted(e *Engine) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	last := e.src.LastSeq()
+	from := e.applied.Load() + uint64(e.pending) + 1
+	if from > last {
+		return nil
+	}
+	return e.src.ReadFrom(context.Background(), from, func(ev *event.Event) error {
+		if err := e.apply(ev); err != nil {
+			return err
+		}
+		if ev.Seq >= last {
+			return storage.ErrStop
+		}
+		return nil
+	})
+}
+
+// FailedCommit does to e what a commit whose Badger transaction fails (Set
+// or Commit returns an error) does: it stages every dirty entry into a
+// transaction that is then discarded.
+func FailedCommit(e *Engine) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.arena = stageArena{}
+	t := e.db.NewTransaction(true)
+	defer t.Discard()
+	for _, re := range e.dirtyRecs {
+		_ = e.stageRec(atomicTxn{t}, re)
+	}
+	for _, ce := range e.dirtyCnts {
+		_ = e.stageCount(atomicTxn{t}, ce)
+	}
+}
+
+// Commit runs e's commit, as CatchUp does again after a failed one.
+func Commit(e *Engine) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.commit()
 }
