@@ -277,12 +277,14 @@ func (c *countEntry) decode(level byte, v []byte) error {
 	c.detail = make([]subCount, 0, cnt)
 	for i := uint64(0); i < cnt; i++ {
 		off, k := binary.Uvarint(v[p:])
-		if k <= 0 || off >= microsPerMinute {
+		// Offsets are written in increasing order, once each; merging
+		// a sealed value with its open part relies on it.
+		if k <= 0 || off >= microsPerMinute || (i > 0 && int32(off) <= c.detail[i-1].off) {
 			return fmt.Errorf("minute counter offset: %w", errCorrupt)
 		}
 		p += k
 		d, k := binary.Varint(v[p:])
-		if k <= 0 {
+		if k <= 0 || d == 0 { // a count that reaches zero is dropped
 			return fmt.Errorf("minute counter count: %w", errCorrupt)
 		}
 		p += k
