@@ -325,11 +325,7 @@ func (e *Engine) flushBulk(txn writer, seq uint64) error {
 // evictBulk trims the caches like evictClean, writing the dirty entries
 // that leave.
 func (e *Engine) evictBulk(txn writer) error {
-	spill := e.spillRec(txn)
-	err := evict(e.recs, e.hotLimit(), e.gen, func(re *recEntry) uint32 { return re.gen }, func(re *recEntry) error {
-		return e.demote(re, spill)
-	})
-	if err != nil {
+	if err := e.evictRecs(e.spillRec(txn)); err != nil {
 		return err
 	}
 	return e.evictCounts(func(ce *countEntry) error {
@@ -349,10 +345,7 @@ func (e *Engine) evictBulk(txn writer) error {
 // an error says that a dirty one reached it, which would lose it, so the
 // engine stops rather than go on.
 func (e *Engine) evictClean() error {
-	err := evict(e.recs, e.hotLimit(), e.gen, func(re *recEntry) uint32 { return re.gen }, func(re *recEntry) error {
-		return e.demote(re, nil)
-	})
-	return errors.Join(err, e.evictCounts(nil))
+	return errors.Join(e.evictRecs(nil), e.evictCounts(nil))
 }
 
 // countingWriter counts the keys staged through it.

@@ -790,7 +790,7 @@ func (e *Engine) demote(re *recEntry, spill spillFunc) error {
 // into txn.
 func (e *Engine) spillRec(txn writer) spillFunc {
 	return func(k, v []byte, flags byte) error {
-		if err := txn.Set(e.arena.keep(append(e.arena.free(len(k)), k...)), e.arena.keep(append(e.arena.free(len(v)), v...))); err != nil {
+		if err := txn.Set(e.arena.copyOf(k), e.arena.copyOf(v)); err != nil {
 			return fmt.Errorf("stage recipient state: %w", err)
 		}
 		if flags&coldPub == 0 {
@@ -804,8 +804,14 @@ func (e *Engine) spillRec(txn writer) spillFunc {
 	}
 }
 
-// hotLimit bounds the recipient cache's first tier.
-func (e *Engine) hotLimit() int { return min(e.cfg.RecipientCache, hotRecs) }
+// evictRecs trims the recipient cache's first tier to its bound, moving
+// the records that leave to the second (see evict and demote).
+func (e *Engine) evictRecs(spill spillFunc) error {
+	limit := min(e.cfg.RecipientCache, hotRecs)
+	return evict(e.recs, limit, e.gen, func(re *recEntry) uint32 { return re.gen }, func(re *recEntry) error {
+		return e.demote(re, spill)
+	})
+}
 
 func (e *Engine) markDirty(re *recEntry) {
 	if !re.dirty {
@@ -1125,6 +1131,9 @@ func (a *stageArena) keep(b []byte) []byte {
 // bytes copies s into the arena.
 func (a *stageArena) bytes(s string) []byte { return a.keep(append(a.free(len(s)), s...)) }
 
+// copyOf copies b into the arena.
+func (a *stageArena) copyOf(b []byte) []byte { return a.keep(append(a.free(len(b)), b...)) }
+
 func (e *Engine) stageRec(txn writer, re *recEntry) error {
 	if err := txn.Set(e.arena.bytes(re.key), e.arena.keep(re.encodeRecord(re.key, e.arena.free(64)))); err != nil {
 		return fmt.Errorf("stage recipient state: %w", err)
@@ -1143,7 +1152,7 @@ func (e *Engine) stageRec(txn writer, re *recEntry) error {
 func (e *Engine) stageCount(txn writer, ce *countEntry) error {
 	k := ce.key
 	var err error
-	switch minuteWrite(ce, k) {
+	switch minuteWrite(ce) {
 	case writeTotal:
 		err = txn.Set(e.arena.bytes(k), e.arena.keep(ce.encode(e.arena.free(64), levelTotal)))
 	case writeOpen:
@@ -1178,9 +1187,9 @@ const (
 	writeSealed        // a minute whole (or its deletion), and no open part
 )
 
-func minuteWrite(ce *countEntry, k string) int {
+func minuteWrite(ce *countEntry) int {
 	switch {
-	case k[len(k)-9] == levelTotal:
+	case ce.key[len(ce.key)-9] == levelTotal:
 		return writeTotal
 	case ce.tracking && ce.n != 0 && len(ce.open) <= openMax:
 		return writeOpen
@@ -1191,7 +1200,7 @@ func minuteWrite(ce *countEntry, k string) int {
 // countWritten records that ce's staged write is in the store.
 func (e *Engine) countWritten(ce *countEntry) {
 	ce.dirty = false
-	switch minuteWrite(ce, ce.key) {
+	switch minuteWrite(ce) {
 	case writeOpen:
 		ce.hasOpen = len(ce.open) > 0 || ce.openN != 0
 	case writeSealed:

@@ -83,8 +83,10 @@ type Server struct {
 	// counted holds each adapter's accepted and duplicate counters, looked
 	// up once: a label lookup per request showed in the profile of single
 	// events.
-	counted map[string][2]prometheus.Counter
+	counted map[string]eventCounters
 }
+
+type eventCounters struct{ accepted, duplicate prometheus.Counter }
 
 type metrics struct {
 	events   *prometheus.CounterVec // provider, result
@@ -126,9 +128,9 @@ func NewServer(cfg Config, app Appender, dead DeadLetters, adapters ...Adapter) 
 			Help: "Webhook requests by provider and HTTP status.",
 		}, []string{"provider", "code"}),
 	}
-	s.counted = map[string][2]prometheus.Counter{}
+	s.counted = map[string]eventCounters{}
 	for p := range s.adapters {
-		s.counted[p] = [2]prometheus.Counter{s.m.events.WithLabelValues(p, "accepted"), s.m.events.WithLabelValues(p, "duplicate")}
+		s.counted[p] = eventCounters{s.m.events.WithLabelValues(p, "accepted"), s.m.events.WithLabelValues(p, "duplicate")}
 	}
 	if cfg.Registerer != nil {
 		for _, c := range []prometheus.Collector{s.m.events, s.m.requests} {
@@ -262,8 +264,8 @@ func (s *Server) serve(c *fiber.Ctx, provider string) (int, error) {
 			Error: "internal error storing events: nothing was acknowledged, please redeliver"})
 	}
 	counted := s.counted[a.Provider()]
-	counted[0].Add(float64(res.Accepted))
-	counted[1].Add(float64(res.Duplicates))
+	counted.accepted.Add(float64(res.Accepted))
+	counted.duplicate.Add(float64(res.Duplicates))
 	// What c.JSON of {accepted, duplicates} writes, without reflection
 	// over a map for every webhook.
 	b := make([]byte, 0, 48)

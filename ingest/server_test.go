@@ -117,6 +117,10 @@ func TestAuth(t *testing.T) {
 
 func TestAcceptAndDuplicates(t *testing.T) {
 	f := newFixture(t, nil)
+	// Every provider's series exist before its first webhook, so that a
+	// rate over them starts at zero rather than at the first scrape.
+	require.Zero(t, counterValue(t, f.reg, "mailfunnel_ingest_events_total", "accepted"))
+	require.Zero(t, counterValue(t, f.reg, "mailfunnel_ingest_events_total", "duplicate"))
 	r := f.post(t, "/v1/webhooks/sendpulse", spBatch, bearer(token))
 	require.Equal(t, 200, r.code, "%v", r.body)
 	require.Equal(t, map[string]any{"accepted": 3.0, "duplicates": 0.0}, r.body)

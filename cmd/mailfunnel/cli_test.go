@@ -112,6 +112,18 @@ func TestExportAndRebuild(t *testing.T) {
 	checkFunnels(t, srv, events)
 	srv.stop(t)
 
+	// A tiny recipient cache (a pass per few records, records spilled from
+	// both tiers) rebuilds the same funnels; a negative one is refused.
+	out, err = exec.Command(binary, "rebuild", "--data", data, "--recipient-cache", "3").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	srv = startServer(t, data)
+	srv.waitReady(t)
+	checkFunnels(t, srv, events)
+	srv.stop(t)
+	out, err = exec.Command(binary, "rebuild", "--data", data, "--recipient-cache", "-1").CombinedOutput()
+	require.Error(t, err)
+	require.Contains(t, string(out), "--recipient-cache must not be negative")
+
 	// A state store of a newer format (as a downgrade leaves it): serve
 	// refuses it, rebuild re-derives it from the log.
 	db, err := storage.OpenBadger(filepath.Join(data, "state"), 8, nil)

@@ -35,6 +35,9 @@ func (r *RebuildCommand) Run(ctx context.Context, args []string) error {
 	if err := parseFlags(fs, args, r.main.Getenv); err != nil {
 		return err
 	}
+	if err := checkRecipientCache(cache); err != nil {
+		return err
+	}
 	r.data.applyMemoryLimit(r.main.Getenv)
 	log, err := storage.Open(storage.DefaultConfig(r.data.logDir()))
 	if errors.Is(err, storage.ErrLocked) {

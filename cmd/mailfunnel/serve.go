@@ -195,6 +195,9 @@ func (s *ServeCommand) Run(ctx context.Context, args []string) error {
 	if s.exportWorkers < 0 {
 		return fmt.Errorf("--export-workers must not be negative (0: one per core)")
 	}
+	if err := checkRecipientCache(s.recipientCache); err != nil {
+		return err
+	}
 	s.data.applyMemoryLimit(s.main.Getenv)
 	logger, err := newLogger(s.main.Stderr, s.logLevel, s.logFormat)
 	if err != nil {
@@ -543,4 +546,13 @@ func labeled(name string, fn func()) {
 func registerRecipientCache(fs *flag.FlagSet, n *int) {
 	fs.IntVar(n, "recipient-cache", engine.DefaultConfig("").RecipientCache,
 		"per-recipient records kept in memory, most of them encoded at about 100 bytes each, about 200 bytes per record at most with the index and garbage (the rest stay in the state store; a rebuild reads the log once more per this many records it touches)")
+}
+
+// checkRecipientCache refuses a --recipient-cache the engine cannot use,
+// naming the flag (the engine's own error names its config field).
+func checkRecipientCache(n int) error {
+	if n < 0 {
+		return fmt.Errorf("--recipient-cache must not be negative (0: the default, %d)", engine.DefaultConfig("").RecipientCache)
+	}
+	return nil
 }
