@@ -272,6 +272,11 @@ type Stats struct {
 	Applied uint64 // events applied since start
 	Commits uint64
 	Keys    uint64 // state keys written
+	// CachedRecords are the recipient records in memory after the last
+	// commit (both tiers of the cache); CachedRecordBytes is what the
+	// encoded tier's segments take, garbage included.
+	CachedRecords     int
+	CachedRecordBytes int
 }
 
 // recEntry is a cached recipient record ('r' keys, see format.go): the
@@ -1096,6 +1101,7 @@ func (e *Engine) committed(seq uint64, keys int) {
 	e.stats.Applied += uint64(n)
 	e.stats.Commits++
 	e.stats.Keys += uint64(keys)
+	e.stats.CachedRecords, e.stats.CachedRecordBytes = len(e.recs)+e.cold.len(), e.cold.bytes
 	e.statsMu.Unlock()
 }
 

@@ -1,12 +1,17 @@
 package engine
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"github.com/zeebo/xxh3"
+
+	"github.com/mailfunnel/mailfunnel/event"
+	"github.com/mailfunnel/mailfunnel/storage/storagetest"
 )
 
 // The second tier against a model of what it stands for: a record put
@@ -156,4 +161,33 @@ func TestColdRecsKeepsWhatFits(t *testing.T) {
 	}
 	require.Equal(t, n, c.len())
 	require.LessOrEqual(t, c.bytes, c.bound())
+}
+
+// The engine reports what its recipient cache holds after a commit, within
+// the bound a small --recipient-cache sets, and more with a larger one.
+func TestCacheStats(t *testing.T) {
+	l := storagetest.New(t)
+	events := make([]event.Event, 0, 600)
+	for i := range 600 {
+		events = append(events, event.Event{Source: "eb", Provider: "emblue", ProviderEvent: "sent", Type: event.Sent,
+			Account: "1", Campaign: fmt.Sprint(i % 3), Recipient: fmt.Sprintf("u%d@example.com", i), RecipientDomain: "example.com",
+			MessageID: fmt.Sprint(i), EventTime: time.Date(2026, 11, 1, 0, 0, i, 0, time.UTC)})
+	}
+	_, err := l.AppendCtx(events...)
+	require.NoError(t, err)
+	stats := func(cache int) Stats {
+		cfg := DefaultConfig(t.TempDir())
+		cfg.RecipientCache = cache
+		e, err := Open(cfg, l)
+		require.NoError(t, err)
+		defer e.Close()
+		require.NoError(t, e.CatchUp(context.Background(), nil))
+		return e.Stats()
+	}
+	small, large := stats(10), stats(100_000)
+	require.Positive(t, small.CachedRecords)
+	c := newColdRecs(10)
+	require.LessOrEqual(t, small.CachedRecordBytes, c.bound()+c.segSize, "segments past the bound")
+	require.Less(t, small.CachedRecords, 100)
+	require.Equal(t, 1200, large.CachedRecords, "every record of 600 recipients (campaign and all-campaigns)")
 }

@@ -63,6 +63,7 @@ func TestExportAndRebuild(t *testing.T) {
 	srv := startServer(t, data, "--export-workers", "1") // one encoder: the slowest path must export everything too
 	events := postAll(t, srv, work, nil)
 	srv.waitReady(t)
+	require.Positive(t, srv.metric(t, "mailfunnel_engine_recipient_cache_records"))
 
 	// export while the server holds the data dir: done through the server.
 	out, err := exec.Command(binary, "export", "--data", data, "--api-token", apiTok).CombinedOutput()
