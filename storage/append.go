@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -120,6 +119,7 @@ func (l *Log) commitLoop() {
 		<-inflight.done
 		if inflight.err != nil {
 			l.nextSeq = inflight.lastFirst
+			inflight.unindex(inflight.lastFirst)
 			failed = true
 		}
 		inflight = nil
@@ -128,6 +128,10 @@ func (l *Log) commitLoop() {
 	defer func() {
 		settle()
 		l.spare.drop()
+		if !skipCloseRun {
+			// The next Open then reads no events again for the index.
+			l.index.freeze(l.nextSeq-1, nil)
+		}
 		close(synced)
 		<-syncDone
 	}()
@@ -146,6 +150,12 @@ func (l *Log) commitLoop() {
 			settle()
 			l.spare.drop()
 			continue
+		case rep := <-l.persist:
+			// A run may hold only committed hashes: nothing in flight.
+			settle()
+			l.spare.drop()
+			l.index.freeze(l.nextSeq-1, rep)
+			continue
 		case <-l.stop:
 			// Commit what is already queued: those callers are waiting.
 			settle()
@@ -155,7 +165,7 @@ func (l *Log) commitLoop() {
 			for {
 				select {
 				case r := <-l.reqs:
-					sg := l.stageGroup([]*appendReq{r}, nil)
+					sg := l.stageGroup([]*appendReq{r})
 					sg.commit(synced)
 					inflight = sg
 					settle()
@@ -175,73 +185,64 @@ func (l *Log) commitLoop() {
 				break drain
 			}
 		}
-		var prevSeen map[Hash]struct{}
-		if inflight != nil {
-			prevSeen = inflight.seen
-		}
 		if n > entryEvents && inflight != nil {
 			// A group of several entries commits all but its last before
 			// returning: nothing may be in flight before it, or a failure
-			// there could leave a hole in the numbering. The spare read
-			// transaction began before the settled commit and cannot see
-			// its keys, so prevSeen keeps covering them, or a redelivery of
-			// that commit's events in this group would be stored again. If
-			// the commit failed, its keys are not stored: the spare goes
-			// and the group is checked against what is.
+			// there could leave a hole in the numbering.
 			if settle() {
 				l.spare.drop()
-				prevSeen = nil
 			}
 		}
-		sg := l.stageGroup(group, prevSeen)
+		if len(l.index.tail) >= l.index.tailKeys {
+			// The tail becomes a run; it may hold only committed hashes.
+			if settle() {
+				l.spare.drop()
+			}
+			l.index.freeze(l.nextSeq-1, nil)
+		}
+		sg := l.stageGroup(group)
 		if settle() {
-			// The group staged against sequences and dedupe keys of a
+			// The group staged against sequences and dedupe hashes of a
 			// commit that failed: stage it again from what is stored.
 			sg.discard()
+			sg.unindex(sg.first)
 			l.unassign(group)
-			sg = l.stageGroup(group, nil)
+			sg = l.stageGroup(group)
 		}
 		// Badger starts a transaction only once every commit before it is
-		// in the memtable, so the next group's transactions begin now,
-		// before this commit is in flight; its dedupe reads miss this
-		// group's keys, and prevSeen covers them.
+		// in the memtable, so the next group's transaction begins now,
+		// before this commit is in flight.
 		l.spare.begin(l.db)
 		sg.commit(synced)
 		inflight = sg
 	}
 }
 
-// spareTxns are the next group's read and write transactions, begun while
-// no commit is in flight. Owned by commitLoop.
-type spareTxns struct{ r, w *badger.Txn }
+// spareTxns is the next group's write transaction, begun while no commit
+// is in flight. Owned by commitLoop.
+type spareTxns struct{ w *badger.Txn }
 
 func (s *spareTxns) begin(db *badger.DB) {
-	if s.r == nil {
-		s.r = db.NewTransaction(false)
-	}
 	if s.w == nil {
 		s.w = db.NewTransaction(true)
 	}
 }
 
-// take returns the spare transactions, or new ones.
-func (s *spareTxns) take(db *badger.DB) (r, w *badger.Txn) {
+// take returns the spare transaction, or a new one.
+func (s *spareTxns) take(db *badger.DB) *badger.Txn {
 	s.begin(db)
-	r, w = s.r, s.w
-	s.r, s.w = nil, nil
-	return r, w
+	w := s.w
+	s.w = nil
+	return w
 }
 
-// drop discards the spare transactions: an idle log holds no transaction
+// drop discards the spare transaction: an idle log holds no transaction
 // open, which would keep Badger from dropping old versions.
 func (s *spareTxns) drop() {
-	if s.r != nil {
-		s.r.Discard()
-	}
 	if s.w != nil {
 		s.w.Discard()
 	}
-	s.r, s.w = nil, nil
+	s.w = nil
 }
 
 // parallelLookups is the number of dedupe lookups from which a group's
@@ -321,9 +322,10 @@ func (l *Log) syncLoop(in <-chan *pendingGroup) {
 // entry (with its dedupe keys) is staged in txn, ready to commit.
 type stagedGroup struct {
 	pg *pendingGroup
-	// seen holds the group's new dedupe hashes: the next group checks them
-	// while this one's commit is in flight and not yet readable.
-	seen      map[Hash]struct{}
+	// added lists the hashes the group put in the dedupe index's tail, by
+	// sequence, so that a failed commit takes its own back out.
+	added     []seqHash
+	index     *dedupeIndex
 	txn       *badger.Txn // nil when there is nothing (left) to commit
 	first     uint64      // the group's first sequence
 	lastFirst uint64      // first sequence of the entry in txn
@@ -357,6 +359,21 @@ func (sg *stagedGroup) commit(synced chan<- *pendingGroup) {
 	txn.CommitWith(finish)
 }
 
+type seqHash struct {
+	seq uint64
+	h   Hash
+}
+
+// unindex removes from the dedupe index the hashes of the group's events
+// from sequence from on, whose commit failed (committer only).
+func (sg *stagedGroup) unindex(from uint64) {
+	for _, a := range sg.added {
+		if a.seq >= from {
+			sg.index.remove(a.h)
+		}
+	}
+}
+
 func (sg *stagedGroup) discard() {
 	if sg.txn != nil {
 		sg.txn.Discard()
@@ -370,17 +387,16 @@ func (sg *stagedGroup) discard() {
 // more than entryEvents) are committed here; the last is left staged. A
 // failure is recorded in the returned group's pendingGroup, with what was
 // committed of it.
-func (l *Log) stageGroup(group []*appendReq, prevSeen map[Hash]struct{}) *stagedGroup {
-	sg := &stagedGroup{pg: &pendingGroup{reqs: group}, done: make(chan struct{}), first: l.nextSeq}
-	if err := l.writeGroup(group, sg, prevSeen); err != nil {
+func (l *Log) stageGroup(group []*appendReq) *stagedGroup {
+	sg := &stagedGroup{pg: &pendingGroup{reqs: group}, done: make(chan struct{}), first: l.nextSeq, index: l.index}
+	if err := l.writeGroup(group, sg); err != nil {
 		sg.discard()
-		sg.seen = nil // nothing of the failed part is stored
 		sg.pg.err = err
 	}
 	return sg
 }
 
-func (l *Log) writeGroup(group []*appendReq, sg *stagedGroup, prevSeen map[Hash]struct{}) error {
+func (l *Log) writeGroup(group []*appendReq, sg *stagedGroup) error {
 	pg := sg.pg
 	next := l.nextSeq
 	first := next
@@ -388,13 +404,13 @@ func (l *Log) writeGroup(group []*appendReq, sg *stagedGroup, prevSeen map[Hash]
 	var count int
 	now := time.Now()
 	at := l.filters.at(now)
-	l.filters.maintain(l.db, at)
+	l.filters.maintain(l.index, at)
+	unix := expiryOf(uint64(max(now.Unix(), 0)))
 
-	rtxn, wtxn := l.spare.take(l.db)
-	// First occurrences not in the commit in flight are candidates; the
-	// store is asked about them in hash order, so that consecutive lookups
-	// share most of their path through the memtable skiplist and tables
-	// (random-order lookups miss the CPU caches at every level).
+	wtxn := l.spare.take(l.db)
+	// First occurrences are candidates; the index is asked about those the
+	// filters may hold (the tail covers the commit in flight too), in hash
+	// order, so that consecutive lookups in a run share its blocks.
 	total := 0
 	for _, r := range group {
 		total += len(r.events)
@@ -409,9 +425,7 @@ func (l *Log) writeGroup(group []*appendReq, sg *stagedGroup, prevSeen map[Hash]
 	for _, r := range group {
 		for i := range r.events {
 			h := r.hashes[i]
-			_, dupGroup := seen[h]
-			_, dupPrev := prevSeen[h]
-			if !dupGroup && !dupPrev {
+			if _, dup := seen[h]; !dup {
 				seen[h] = struct{}{}
 				stored[pos] = true
 				// Only a hash the filters may hold needs a read.
@@ -429,18 +443,14 @@ func (l *Log) writeGroup(group []*appendReq, sg *stagedGroup, prevSeen map[Hash]
 	// distinct per candidate, so halves may run at once) and returns them.
 	lookup := func(cs []candidate) ([]Hash, error) {
 		var dups []Hash
-		var key [17]byte
-		key[0] = prefixDedupe
 		for _, c := range cs {
-			copy(key[1:], c.h[:])
-			_, err := rtxn.Get(key[:])
-			if err == nil {
+			found, err := l.index.contains(c.h, unix)
+			if err != nil {
+				return nil, err
+			}
+			if found {
 				stored[c.pos] = false
 				dups = append(dups, c.h)
-				continue
-			}
-			if !errors.Is(err, badger.ErrKeyNotFound) {
-				return nil, fmt.Errorf("read dedupe index: %w", err)
 			}
 		}
 		return dups, nil
@@ -450,10 +460,10 @@ func (l *Log) writeGroup(group []*appendReq, sg *stagedGroup, prevSeen map[Hash]
 	if len(cands) < parallelLookups {
 		dups, err = lookup(cands)
 	} else {
-		// A large group's lookups are most of the committer's time, which
-		// is the log's serial stage: the two halves (each still in hash
-		// order) run on two cores. A read-only transaction's Get touches
-		// no state of the transaction but its snapshot timestamp.
+		// A large group's lookups are a large part of the committer's
+		// time, which is the log's serial stage: the two halves (each
+		// still in hash order) run on two cores. Lookups only read the
+		// index.
 		half := len(cands) / 2
 		var dups2 []Hash
 		var err2 error
@@ -468,7 +478,6 @@ func (l *Log) writeGroup(group []*appendReq, sg *stagedGroup, prevSeen map[Hash]
 		err = cmp.Or(err, err2)
 	}
 	if err != nil {
-		rtxn.Discard()
 		wtxn.Discard()
 		return err
 	}
@@ -481,6 +490,7 @@ func (l *Log) writeGroup(group []*appendReq, sg *stagedGroup, prevSeen map[Hash]
 	for h := range seen {
 		l.filters.add(h, expires, at)
 	}
+	exp := expiryOf(expires)
 	pos = 0
 	for _, r := range group {
 		for i := range r.events {
@@ -492,6 +502,8 @@ func (l *Log) writeGroup(group []*appendReq, sg *stagedGroup, prevSeen map[Hash]
 			pos++
 			e := &r.events[i]
 			e.Seq = next
+			l.index.add(r.hashes[i], exp)
+			sg.added = append(sg.added, seqHash{next, r.hashes[i]})
 			if r.res.Accepted == 0 {
 				r.res.FirstSeq = next
 			}
@@ -501,15 +513,13 @@ func (l *Log) writeGroup(group []*appendReq, sg *stagedGroup, prevSeen map[Hash]
 			count++
 		}
 	}
-	rtxn.Discard()
-	sg.seen = seen
 	if count == 0 {
 		wtxn.Discard()
 		return nil
 	}
 
-	// Each log entry (count, then each event length-prefixed) and its
-	// dedupe keys commit in one transaction. A group larger than
+	// Each log entry (count, then each event length-prefixed) commits in
+	// one transaction. A group larger than
 	// entryEvents is split into several transactions, which keeps each under
 	// Badger's transaction size limit; the group is still acknowledged only
 	// after the one sync that covers all of them. A crash between them
@@ -546,6 +556,7 @@ func (l *Log) writeGroup(group []*appendReq, sg *stagedGroup, prevSeen map[Hash]
 	}
 	fail := func(err error) error {
 		wtxn.Discard()
+		sg.unindex(committed + 1)
 		if committed >= first {
 			// Part of the group is stored and becomes visible to readers:
 			// seqs continue after it, but no caller is acknowledged.
@@ -563,11 +574,6 @@ func (l *Log) writeGroup(group []*appendReq, sg *stagedGroup, prevSeen map[Hash]
 			buf = event.Append(buf[:0], e)
 			body = binary.AppendUvarint(body, uint64(len(buf)))
 			body = append(body, buf...)
-			var v [8]byte
-			binary.BigEndian.PutUint64(v[:], e.Seq)
-			if err := wtxn.SetEntry(badger.NewEntry(r.hashes[i].key(), v[:]).WithTTL(l.cfg.DedupeHorizon)); err != nil {
-				return fail(fmt.Errorf("stage dedupe key: %w", err))
-			}
 			// The last entry is left for the caller to commit, so an
 			// exactly full one is not flushed here.
 			if n++; n == entryEvents && e.Seq != next-1 {
@@ -587,7 +593,7 @@ func (l *Log) writeGroup(group []*appendReq, sg *stagedGroup, prevSeen map[Hash]
 }
 
 // entryEvents bounds the events of one log entry (and so of one Badger
-// transaction, with their dedupe keys).
+// transaction).
 const entryEvents = 10_000
 
 // unassign clears results of a group whose commit failed, so that no caller

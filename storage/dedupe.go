@@ -14,13 +14,6 @@ import (
 // would drop a real event) negligible even over billions of events.
 type Hash [16]byte
 
-func (h Hash) key() []byte {
-	k := make([]byte, 17)
-	k[0] = prefixDedupe
-	copy(k[1:], h[:])
-	return k
-}
-
 // HashEvent hashes what the provider sent for e: everything but the receive
 // time, and the event time only when the provider gave one. Two deliveries of
 // the same provider event therefore hash equal however late the second one

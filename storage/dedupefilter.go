@@ -3,41 +3,40 @@ package storage
 import (
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"math"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/dgraph-io/badger/v4"
 
 	"github.com/mailfunnel/mailfunnel/internal/bloom"
 )
 
 // dedupeFilters summarises the dedupe index in memory: Bloom filters that
 // hold the hash of every event stored within the horizon, so that most new
-// events need no Badger read to be known as new.
+// events need no lookup in the index to be known as new.
 //
 // Why: the committer is the log's serial stage, and a group's dedupe reads
-// (one Badger Get per event, through the memtables and every level's
-// tables, nearly all of them finding nothing) were most of its time. With
-// the reads skipped altogether (an experiment, not a correct log) the
-// batch benchmark acknowledged 1.35x as many events (benchmarks/RESULTS.md,
-// stop 12). A filter test is one cache miss per filter.
+// (when the index was Badger keys: one Get per event, through the
+// memtables and every level's tables, nearly all of them finding nothing)
+// were most of its time. With the reads skipped altogether (an experiment,
+// not a correct log) the batch benchmark acknowledged 1.35x as many events
+// (benchmarks/RESULTS.md, stop 12). The index's runs are files now, read
+// by a lookup, so the filters matter as much. A filter test is one cache
+// miss per filter.
 //
-// Exactly-once rests on one property: every dedupe key the store holds is
-// in a filter, so a filter's "no" is always right. A "maybe" (a stored
-// event, or a false positive) falls back to the Badger read as before.
-// Therefore:
-//   - keys are added when a group is staged, before its commit; a commit
-//     that fails leaves extra keys, which only cost a read;
-//   - keys stored by an earlier process are found by a scan of the index
-//     at the first append, in the background; until it ends the filters
-//     are not asked (ready is false) and every candidate is read, as
-//     before, while the committer adds what it stages;
-//   - a filter is dropped only when every key in it has expired in Badger,
-//     by the wall clock and by the monotonic one, an hour after the last
-//     (see filterGen), so no live key leaves.
+// Exactly-once rests on one property: every hash the index holds is in a
+// filter, so a filter's "no" is always right. A "maybe" (a stored event,
+// or a false positive) falls back to the index. Therefore:
+//   - hashes are added when a group is staged, before its commit; a
+//     commit that fails leaves extra hashes, which only cost a lookup;
+//   - hashes stored by an earlier process are found by a scan of the
+//     index (its runs, and the tail Open rebuilt from the log) at the
+//     first append, in the background; until it ends the filters are not
+//     asked (ready is false) and every candidate is looked up, while the
+//     committer adds what it stages;
+//   - a filter is dropped only when every hash in it has expired, by the
+//     wall clock and by the monotonic one, an hour after the last (see
+//     filterGen), so no live hash leaves.
 //
 // Filters are added as they fill, up to maxFilters; past that, the newest
 // takes every key and its false-positive rate rises: more reads, never a
@@ -73,16 +72,22 @@ type DedupeStats struct {
 	Filters int
 	Bytes   int64
 	// Skipped counts new events the filters knew to be new, Reads the
-	// events looked up in the store instead (before the filters were
-	// ready, or on a "maybe": a redelivery or a false positive).
+	// events looked up in the dedupe index instead (before the filters
+	// were ready, or on a "maybe": a redelivery or a false positive).
 	Skipped, Reads uint64
+	// Runs and RunHashes are the dedupe index's run files and the hashes
+	// they hold (dedupeindex.go); the hashes of the newest events, up to
+	// about a million, are in memory and in no run yet.
+	Runs      int
+	RunHashes int64
 }
 
 // DedupeStats returns the dedupe filters' state and counters.
 func (l *Log) DedupeStats() DedupeStats {
 	st := &l.filters.stats
 	return DedupeStats{Ready: st.ready.Load(), Filters: int(st.filters.Load()), Bytes: st.bytes.Load(),
-		Skipped: st.skipped.Load(), Reads: st.reads.Load()}
+		Skipped: st.skipped.Load(), Reads: st.reads.Load(),
+		Runs: int(l.index.runsN.Load()), RunHashes: l.index.runsH.Load()}
 }
 
 // published updates the gauges of stats after the filter list changed.
@@ -99,12 +104,12 @@ func (d *dedupeFilters) published() {
 type filterGen struct {
 	f *bloom.Filter
 	n int
-	// maxExpiry is the latest Badger expiry (unix seconds) of a key in f;
+	// maxExpiry is the latest expiry (unix seconds) of a key in f;
 	// math.MaxUint64 when one never expires. monoExpiry is the same moment
 	// by the monotonic clock (see instant). A filter goes only when both
 	// clocks say its keys have expired: by the wall clock alone, a clock
 	// set a day ahead and then corrected would drop filters whose keys
-	// Badger again holds as live.
+	// the index again holds as live.
 	maxExpiry  uint64
 	monoExpiry time.Duration
 }
@@ -174,7 +179,7 @@ func (d *dedupeFilters) mayContain(h Hash) bool {
 	return false
 }
 
-// add records h, stored at now with Badger expiry expiresAt (0: never).
+// add records h, stored at now with expiry expiresAt (0: never).
 func (d *dedupeFilters) add(h Hash, expiresAt uint64, now instant) {
 	if d.perFilter == 0 {
 		return // off
@@ -203,10 +208,10 @@ func (d *dedupeFilters) add(h Hash, expiresAt uint64, now instant) {
 // maintain runs before each group: it starts the scan of the stored keys
 // at the first group, takes its result when it is done, and drops the
 // filters whose keys have all expired.
-func (d *dedupeFilters) maintain(db *badger.DB, now instant) {
+func (d *dedupeFilters) maintain(x *dedupeIndex, now instant) {
 	if !d.started {
 		d.started = true
-		d.startScan(db)
+		d.startScan(x)
 	}
 	if d.scan != nil {
 		select {
@@ -262,18 +267,16 @@ func (d *dedupeFilters) mergeNewest() {
 	d.gens = d.gens[:n-1]
 }
 
-// startScan reads every live dedupe key into filters of its own, on a
-// goroutine; an empty index needs no scan.
-func (d *dedupeFilters) startScan(db *badger.DB) {
-	empty := true
-	_ = db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixDedupe}})
-		defer it.Close()
-		it.Rewind()
-		empty = !it.Valid()
-		return nil
-	})
-	if empty {
+// startScan reads every live hash of the dedupe index (its runs, and the
+// tail Open rebuilt) into filters of its own, on a goroutine; an empty
+// index needs no scan.
+func (d *dedupeFilters) startScan(x *dedupeIndex) {
+	runs, tail, err := x.snapshot()
+	if err != nil {
+		d.log("dedupe filter: the index cannot be read; every event is looked up in it", "err", err)
+		return
+	}
+	if len(runs) == 0 && len(tail) == 0 {
 		d.ready = true
 		d.published()
 		return
@@ -285,37 +288,45 @@ func (d *dedupeFilters) startScan(db *badger.DB) {
 	ch, tmp := d.scan, &dedupeFilters{perFilter: d.perFilter, maxFilters: d.maxFilters, epoch: d.epoch}
 	go func() {
 		defer d.wg.Done()
-		ch <- scanDedupe(db, tmp, d.stop)
+		ch <- scanDedupe(runs, tail, tmp, d.stop)
 	}()
 }
 
 var errScanStopped = errors.New("log closed during the dedupe scan")
 
-// scanDedupe adds every live dedupe key of db to tmp's filters.
-func scanDedupe(db *badger.DB, tmp *dedupeFilters, stop <-chan struct{}) scanResult {
+// scanDedupe adds every live hash of runs and tail to tmp's filters, and
+// closes the runs (its own handles).
+func scanDedupe(runs []*dedupeRun, tail []runEnt, tmp *dedupeFilters, stop <-chan struct{}) scanResult {
 	start := time.Now()
 	now := tmp.at(start)
+	unix := uint32(max(now.wall, 0))
 	keys := 0
-	err := db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixDedupe}})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			if keys%65536 == 0 {
-				select {
-				case <-stop:
-					return errScanStopped
-				default:
-				}
+	add := func(e runEnt) error {
+		if keys%65536 == 0 {
+			select {
+			case <-stop:
+				return errScanStopped
+			default:
 			}
-			item := it.Item()
-			k := item.Key()
-			if len(k) != 1+len(Hash{}) {
-				return fmt.Errorf("dedupe key of %d bytes", len(k))
-			}
-			tmp.add(Hash(k[1:]), item.ExpiresAt(), now)
+		}
+		if e.exp > unix {
+			tmp.add(e.h, uint64(e.exp), now)
 			keys++
 		}
 		return nil
-	})
+	}
+	var err error
+	for _, r := range runs {
+		if err == nil {
+			err = r.each(add)
+		}
+		_ = r.f.Close()
+	}
+	for _, e := range tail {
+		if err != nil {
+			break
+		}
+		err = add(e)
+	}
 	return scanResult{gens: tmp.gens, keys: keys, took: time.Since(start), err: err}
 }

@@ -140,7 +140,9 @@ type Log struct {
 	nextSeq uint64         // next sequence to assign; owned by commitLoop
 	spare   spareTxns      // owned by commitLoop
 	filters *dedupeFilters // owned by commitLoop
-	trimmed atomic.Uint64  // last sequence removed by Trim
+	index   *dedupeIndex   // its tail owned by commitLoop
+	persist chan chan<- error
+	trimmed atomic.Uint64 // last sequence removed by Trim
 	trimMu  sync.Mutex
 	changed atomic.Pointer[chan struct{}]
 
@@ -165,12 +167,13 @@ func Open(cfg Config) (*Log, error) {
 		return nil, err
 	}
 	l := &Log{
-		cfg:    cfg,
-		db:     db,
-		log:    cfg.Logger,
-		reqs:   make(chan *appendReq, cfg.QueueLen),
-		stop:   make(chan struct{}),
-		exited: make(chan struct{}),
+		cfg:     cfg,
+		db:      db,
+		log:     cfg.Logger,
+		reqs:    make(chan *appendReq, cfg.QueueLen),
+		stop:    make(chan struct{}),
+		exited:  make(chan struct{}),
+		persist: make(chan chan<- error),
 	}
 	l.filters = newDedupeFilters(cfg.DedupeFilterMB, l.stop, &l.wg, l.log.Info)
 	ch := make(chan struct{})
@@ -179,6 +182,11 @@ func Open(cfg Config) (*Log, error) {
 		_ = db.Close()
 		return nil, err
 	}
+	if err := l.openIndex(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	go l.index.writer()
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
@@ -328,6 +336,7 @@ func (l *Log) Close() error {
 		l.closed.Store(true)
 		close(l.stop)
 		l.wg.Wait()
+		l.index.close()
 		l.closeErr = l.db.Close()
 	})
 	return l.closeErr

@@ -60,6 +60,14 @@ func (l *Log) Trim(ctx context.Context, upTo uint64, olderThan time.Time) (uint6
 	}
 	l.trimMu.Lock()
 	defer l.trimMu.Unlock()
+	// The dedupe index's tail lives in memory and is rebuilt from the log
+	// at Open: an event leaves the log only once its hash is in a run.
+	if upTo > l.index.covered.Load() {
+		if err := l.persistIndex(ctx); err != nil {
+			return 0, err
+		}
+		upTo = min(upTo, l.index.covered.Load())
+	}
 	var doomed [][]byte
 	through := l.trimmed.Load()
 	err := l.db.View(func(txn *badger.Txn) error {
@@ -131,4 +139,23 @@ func lastEvent(first uint64, v []byte, e *event.Event) (uint64, error) {
 		err = fmt.Errorf("empty log entry at seq %d: %w", first, errCorruptEntry)
 	}
 	return seq, err
+}
+
+// persistIndex has the committer write the dedupe index's tail as a run,
+// and waits for it.
+func (l *Log) persistIndex(ctx context.Context) error {
+	done := make(chan error, 1)
+	select {
+	case l.persist <- done:
+	case <-ctx.Done():
+		return ctxErr(ctx)
+	case <-l.stop:
+		return ErrClosed
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctxErr(ctx)
+	}
 }

@@ -275,6 +275,9 @@ func TestDedupeFilters(t *testing.T) {
 
 	srv = startServer(t, data)
 	srv.waitReady(t)
+	// A clean stop wrote the dedupe index's in-memory tail as a run.
+	require.EqualValues(t, 1, srv.metric(t, "mailfunnel_dedupe_runs"))
+	require.Positive(t, srv.metric(t, "mailfunnel_dedupe_run_hashes"))
 	deadline := time.Now().Add(30 * time.Second)
 	for i := 0; srv.metric(t, "mailfunnel_dedupe_filter_ready") != 1; i++ {
 		require.True(t, time.Now().Before(deadline), "dedupe filters not ready after a restart")

@@ -517,8 +517,12 @@ func registerEngineMetrics(reg *prometheus.Registry, log *storage.Log, eng *engi
 			func() float64 { return float64(log.DedupeStats().Bytes) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mailfunnel_dedupe_lookups_skipped_total", Help: "New events the dedupe filters knew to be new (no lookup in the store)."},
 			func() float64 { return float64(log.DedupeStats().Skipped) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mailfunnel_dedupe_lookups_total", Help: "Events looked up in the store's dedupe index (filters not ready, a redelivery, or a false positive)."},
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mailfunnel_dedupe_lookups_total", Help: "Events looked up in the log's dedupe index (filters not ready, a redelivery, or a false positive)."},
 			func() float64 { return float64(log.DedupeStats().Reads) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mailfunnel_dedupe_runs", Help: "Run files of the dedupe index (sorted event hashes, merged past ten)."},
+			func() float64 { return float64(log.DedupeStats().Runs) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mailfunnel_dedupe_run_hashes", Help: "Event hashes in the dedupe index's run files (the newest, up to about a million, are in memory only)."},
+			func() float64 { return float64(log.DedupeStats().RunHashes) }),
 	)
 }
 

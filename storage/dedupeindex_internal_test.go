@@ -1,0 +1,184 @@
+package storage
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// writeTestRun writes ents (any order) as a run and opens it.
+func writeTestRun(t testing.TB, dir string, first, last uint64, ents []runEnt) *dedupeRun {
+	t.Helper()
+	ents = slices.Clone(ents)
+	slices.SortFunc(ents, func(a, b runEnt) int { return bytes.Compare(a.h[:], b.h[:]) })
+	w, err := createRun(dir, first, last)
+	require.NoError(t, err)
+	for _, e := range ents {
+		require.NoError(t, w.add(e))
+	}
+	r, err := w.finish()
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = r.f.Close() })
+	return r
+}
+
+// prefixed returns a hash whose first 8 bytes are p.
+func prefixed(p uint64, i int) Hash {
+	var h Hash
+	binary.BigEndian.PutUint64(h[:8], p)
+	binary.BigEndian.PutUint64(h[8:], uint64(i)*0x9e3779b97f4a7c15)
+	return h
+}
+
+// Lookups must find every hash of a run, including runs of equal 8-byte
+// prefixes that span several blocks (the sparse index holds prefixes
+// only), and nothing else.
+func TestDedupeRunFind(t *testing.T) {
+	cases := []struct {
+		name string
+		ents []runEnt
+	}{
+		{"empty", nil},
+		{"one", []runEnt{{testHash("a"), 7}}},
+		{"one block", func() (out []runEnt) {
+			for i := range runBlock - 1 {
+				out = append(out, runEnt{testHash(fmt.Sprint(i)), uint32(i + 1)})
+			}
+			return out
+		}()},
+		{"many blocks", func() (out []runEnt) {
+			for i := range 10*runBlock + 3 {
+				out = append(out, runEnt{testHash(fmt.Sprint(i)), uint32(i + 1)})
+			}
+			return out
+		}()},
+		{"a prefix over three blocks", func() (out []runEnt) {
+			for i := range 3 * runBlock {
+				out = append(out, runEnt{prefixed(1<<40, i), uint32(i + 1)})
+			}
+			for i := range runBlock {
+				out = append(out, runEnt{prefixed(uint64(i)<<50, i), 5})
+			}
+			return out
+		}()},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := writeTestRun(t, t.TempDir(), 1, 9, tc.ents)
+			require.Equal(t, len(tc.ents), r.n)
+			buf := make([]byte, runBlock*runEntry)
+			for _, e := range tc.ents {
+				exp, ok, err := r.find(e.h, buf)
+				require.NoError(t, err)
+				require.True(t, ok, "%x", e.h)
+				require.Equal(t, e.exp, exp)
+			}
+			for _, h := range []Hash{testHash("absent"), prefixed(1<<40, -1), prefixed(0, 0), prefixed(^uint64(0), 1)} {
+				if slices.ContainsFunc(tc.ents, func(e runEnt) bool { return e.h == h }) {
+					continue
+				}
+				_, ok, err := r.find(h, buf)
+				require.NoError(t, err)
+				require.False(t, ok)
+			}
+			var seen []runEnt
+			require.NoError(t, r.each(func(e runEnt) error { seen = append(seen, e); return nil }))
+			require.Len(t, seen, len(tc.ents))
+		})
+	}
+}
+
+// A hash counts until its expiry, in the tail and in runs; a merge keeps
+// the later expiry of a hash in both runs and drops expired ones.
+func TestDedupeIndexExpiry(t *testing.T) {
+	dir := t.TempDir()
+	x, err := openDedupeIndex(dir, func(string, ...any) {})
+	require.NoError(t, err)
+	defer x.closeRuns()
+	a, b, c := testHash("a"), testHash("b"), testHash("c")
+	x.add(a, 100)
+	has := func(h Hash, now uint32) bool {
+		ok, err := x.contains(h, now)
+		require.NoError(t, err)
+		return ok
+	}
+	require.True(t, has(a, 99))
+	require.False(t, has(a, 100))
+	require.False(t, has(b, 0))
+
+	r1 := writeTestRun(t, dir, 1, 10, []runEnt{{a, 50}, {b, 200}})
+	r2 := writeTestRun(t, dir, 11, 20, []runEnt{{a, 150}, {c, 80}})
+	x.runs = []*dedupeRun{r1, r2}
+	x.tail = map[Hash]uint32{}
+	require.True(t, has(a, 120), "the later run's expiry")
+	require.True(t, has(b, 199))
+	require.False(t, has(c, 80))
+
+	m, err := mergeRuns(dir, r1, r2, 90)
+	require.NoError(t, err)
+	defer m.f.Close()
+	require.Equal(t, uint64(1), m.first)
+	require.Equal(t, uint64(20), m.last)
+	var got []runEnt
+	require.NoError(t, m.each(func(e runEnt) error { got = append(got, e); return nil }))
+	want := []runEnt{{a, 150}, {b, 200}}
+	slices.SortFunc(want, func(p, q runEnt) int { return bytes.Compare(p.h[:], q.h[:]) })
+	require.Equal(t, want, got)
+	require.Equal(t, uint32(200), m.maxExp)
+}
+
+// Open keeps a merged run over the inputs a crash left behind, and
+// removes unfinished files.
+func TestDedupeIndexOpenAfterCrashedMerge(t *testing.T) {
+	dir := t.TempDir()
+	r1 := writeTestRun(t, dir, 1, 10, []runEnt{{testHash("a"), 50}})
+	r2 := writeTestRun(t, dir, 11, 20, []runEnt{{testHash("b"), 60}})
+	m, err := mergeRuns(dir, r1, r2, 0)
+	require.NoError(t, err)
+	require.NoError(t, m.f.Close())
+	writeTestRun(t, dir, 21, 30, []runEnt{{testHash("c"), 70}})
+	require.NoError(t, os.WriteFile(filepath.Join(dir, runName(31, 40)+".tmp"), []byte("half"), 0o644))
+
+	x, err := openDedupeIndex(dir, func(string, ...any) {})
+	require.NoError(t, err)
+	defer x.closeRuns()
+	require.Len(t, x.runs, 2)
+	require.Equal(t, [2]uint64{1, 20}, [2]uint64{x.runs[0].first, x.runs[0].last})
+	require.EqualValues(t, 30, x.covered.Load())
+	require.EqualValues(t, 31, x.tailFrom)
+	names, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Len(t, names, 2)
+}
+
+// FuzzDedupeRun opens arbitrary bytes as a run: it is refused, or its
+// lookups and scan run without a panic.
+func FuzzDedupeRun(f *testing.F) {
+	dir := f.TempDir()
+	r := writeTestRun(f, dir, 3, 4, []runEnt{{testHash("a"), 1}, {testHash("b"), 2}})
+	good, err := os.ReadFile(r.path)
+	require.NoError(f, err)
+	f.Add(good)
+	f.Add(good[:len(good)-1])
+	f.Add([]byte(runMagic))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		path := filepath.Join(t.TempDir(), runName(0, 1))
+		require.NoError(t, os.WriteFile(path, b, 0o644))
+		r, err := openRun(path)
+		if err != nil {
+			return
+		}
+		defer r.f.Close()
+		buf := make([]byte, runBlock*runEntry)
+		for _, h := range []Hash{testHash("a"), testHash("b"), {}} {
+			_, _, _ = r.find(h, buf)
+		}
+		_ = r.each(func(runEnt) error { return nil })
+	})
+}

@@ -1,0 +1,163 @@
+package storage_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/stretchr/testify/require"
+
+	"github.com/mailfunnel/mailfunnel/event"
+	"github.com/mailfunnel/mailfunnel/storage"
+)
+
+// nowEvents are events received now, so that a hash the index rebuilds
+// from the log (which expires a horizon after the receive time) is live
+// whatever day the test runs.
+func nowEvents(from, to int) []event.Event {
+	out := events(from, to)
+	for i := range out {
+		out[i].ReceivedTime = time.Now()
+	}
+	return out
+}
+
+func appendAll(t *testing.T, l *storage.Log, evs []event.Event, batch int) (accepted, dups int) {
+	t.Helper()
+	for i := 0; i < len(evs); i += batch {
+		res, err := l.Append(context.Background(), append([]event.Event(nil), evs[i:min(i+batch, len(evs))]...))
+		require.NoError(t, err)
+		accepted += res.Accepted
+		dups += res.Duplicates
+	}
+	return accepted, dups
+}
+
+// Tails become runs and runs are merged as the log grows; every hash
+// stays known across the merges and a restart, and new events are new.
+func TestDedupeRunsRememberAcrossMergesAndRestarts(t *testing.T) {
+	defer storage.SetDedupeRunSizes(40, 3)()
+	dir := t.TempDir()
+	l, err := storage.Open(storage.DefaultConfig(dir))
+	require.NoError(t, err)
+	all := nowEvents(0, 600)
+	acc, dups := appendAll(t, l, all, 15)
+	require.Equal(t, 600, acc)
+	require.Zero(t, dups)
+	require.Eventually(t, func() bool {
+		st := l.DedupeStats()
+		runs, hashes := st.Runs, int(st.RunHashes)
+		return runs <= 4 && hashes >= 520
+	}, 10*time.Second, 5*time.Millisecond, "runs are written and merged")
+	// Redeliveries in the same process: from runs, frozen tails and the tail.
+	acc, dups = appendAll(t, l, all, 50)
+	require.Zero(t, acc)
+	require.Equal(t, 600, dups)
+	require.NoError(t, l.Close())
+
+	l, err = storage.Open(storage.DefaultConfig(dir))
+	require.NoError(t, err)
+	defer l.Close()
+	st := l.DedupeStats()
+	runs, hashes := st.Runs, int(st.RunHashes)
+	require.LessOrEqual(t, runs, 4)
+	require.Equal(t, 600, hashes, "Close writes the tail")
+	acc, dups = appendAll(t, l, append(nowEvents(590, 610), all[:30]...), 7)
+	require.Equal(t, 10, acc)
+	require.Equal(t, 40, dups)
+	require.EqualValues(t, 610, l.LastSeq())
+}
+
+// A process that dies leaves its tail unwritten: Open rebuilds it from
+// the log, and a Trim writes it before the events leave the log.
+func TestDedupeTailRebuiltAfterCrash(t *testing.T) {
+	dir := t.TempDir()
+	defer storage.SetSkipCloseRun(true)()
+	l, err := storage.Open(storage.DefaultConfig(dir))
+	require.NoError(t, err)
+	first := nowEvents(0, 50)
+	acc, _ := appendAll(t, l, first, 10)
+	require.Equal(t, 50, acc)
+	require.NoError(t, l.Close())
+	entries, err := os.ReadDir(filepath.Join(dir, "dedupe"))
+	require.NoError(t, err)
+	require.Empty(t, entries, "no run written: the crash path")
+
+	l, err = storage.Open(storage.DefaultConfig(dir))
+	require.NoError(t, err)
+	acc, dups := appendAll(t, l, append(nowEvents(40, 60), first...), 9)
+	require.Equal(t, 10, acc)
+	require.Equal(t, 60, dups)
+	// Trim everything: the tail goes to a run first, so the hashes
+	// outlive the events.
+	n, err := l.Trim(context.Background(), l.LastSeq(), time.Now().Add(time.Hour))
+	require.NoError(t, err)
+	require.EqualValues(t, 60, n)
+	st := l.DedupeStats()
+	runs, hashes := st.Runs, int(st.RunHashes)
+	require.Equal(t, 1, runs)
+	require.Equal(t, 60, hashes)
+	require.NoError(t, l.Close())
+
+	l, err = storage.Open(storage.DefaultConfig(dir))
+	require.NoError(t, err)
+	defer l.Close()
+	require.EqualValues(t, 61, l.FirstSeq())
+	acc, dups = appendAll(t, l, nowEvents(0, 61), 61)
+	require.Equal(t, 1, acc)
+	require.Equal(t, 60, dups)
+	require.EqualValues(t, 61, l.LastSeq())
+}
+
+// A store written by a build that kept the dedupe index as Badger keys
+// opens with those keys moved into a run: redeliveries are still
+// duplicates, and the keys are gone.
+func TestDedupeMigratesBadgerKeys(t *testing.T) {
+	dir := t.TempDir()
+	l, err := storage.Open(storage.DefaultConfig(dir))
+	require.NoError(t, err)
+	old := nowEvents(0, 30)
+	acc, _ := appendAll(t, l, old, 30)
+	require.Equal(t, 30, acc)
+	require.NoError(t, l.Close())
+	// The older build had no runs, and a 'd' key per stored event.
+	require.NoError(t, os.RemoveAll(filepath.Join(dir, "dedupe")))
+	db, err := storage.OpenBadger(dir, 8, nil)
+	require.NoError(t, err)
+	require.NoError(t, db.Update(func(txn *badger.Txn) error {
+		for i := range old {
+			h := storage.HashEvent(&old[i])
+			k := append([]byte{'d'}, h[:]...)
+			if err := txn.SetEntry(badger.NewEntry(k, []byte{0, 0, 0, 0, 0, 0, 0, byte(i + 1)}).WithTTL(time.Hour)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+	require.NoError(t, db.Close())
+
+	l, err = storage.Open(storage.DefaultConfig(dir))
+	require.NoError(t, err)
+	st := l.DedupeStats()
+	runs, hashes := st.Runs, int(st.RunHashes)
+	require.Equal(t, 1, runs)
+	require.Equal(t, 30, hashes)
+	acc, dups := appendAll(t, l, nowEvents(25, 35), 10)
+	require.Equal(t, 5, acc)
+	require.Equal(t, 5, dups)
+	require.NoError(t, l.Close())
+
+	db, err = storage.OpenBadger(dir, 8, nil)
+	require.NoError(t, err)
+	defer db.Close()
+	require.NoError(t, db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{'d'}})
+		defer it.Close()
+		it.Rewind()
+		require.False(t, it.Valid(), "the dedupe keys were dropped")
+		return nil
+	}))
+}
