@@ -128,7 +128,7 @@ func (l *Log) commitLoop() {
 	defer func() {
 		settle()
 		l.spare.drop()
-		if !skipCloseRun {
+		if !skipCloseRun && l.tailBuilt {
 			// The next Open then reads no events again for the index.
 			l.index.freeze(l.nextSeq-1, nil)
 		}
@@ -154,6 +154,10 @@ func (l *Log) commitLoop() {
 			// A run may hold only committed hashes: nothing in flight.
 			settle()
 			l.spare.drop()
+			if err := l.initTail(); err != nil {
+				rep <- err
+				continue
+			}
 			l.index.freeze(l.nextSeq-1, rep)
 			continue
 		case <-l.stop:
@@ -165,6 +169,11 @@ func (l *Log) commitLoop() {
 			for {
 				select {
 				case r := <-l.reqs:
+					if err := l.initTail(); err != nil {
+						r.err = err
+						close(r.done)
+						continue
+					}
 					sg := l.stageGroup([]*appendReq{r})
 					sg.commit(synced)
 					inflight = sg
@@ -193,7 +202,15 @@ func (l *Log) commitLoop() {
 				l.spare.drop()
 			}
 		}
-		if len(l.index.tail) >= l.index.tailKeys {
+		if err := l.initTail(); err != nil {
+			// Not known which events are stored: answer nothing stored.
+			for _, r := range group {
+				r.err = err
+				close(r.done)
+			}
+			continue
+		}
+		if len(l.index.tail) >= l.index.tailKeys || l.nextSeq-l.index.tailFrom >= 2*uint64(l.index.tailKeys) {
 			// The tail becomes a run; it may hold only committed hashes.
 			if settle() {
 				l.spare.drop()
@@ -297,6 +314,9 @@ func (l *Log) syncLoop(in <-chan *pendingGroup) {
 		var visible uint64
 		for _, g := range batch {
 			visible = max(visible, g.visible)
+		}
+		if syncErr == nil && visible > l.durable.Load() {
+			l.durable.Store(visible)
 		}
 		if visible > l.lastSeq.Load() {
 			l.lastSeq.Store(visible)

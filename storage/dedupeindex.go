@@ -269,16 +269,37 @@ func (x *dedupeIndex) writer() {
 			if !ok {
 				return
 			}
+			// Runs must cover the log without a gap (Open reads it again
+			// only after the newest run), so a tail that fails is retried
+			// before any later one is written. Later tails wait in jobs,
+			// and then the committer waits in freeze: appends stop while
+			// runs cannot be written (a full or failing disk).
 			err := x.writeTail(ft)
-			if err != nil {
-				x.log("dedupe index: a run was not written; its events are read again at the next start", "err", err)
+			for backoff := 100 * time.Millisecond; err != nil && !errors.Is(err, errNotSynced); backoff = min(2*backoff, 10*time.Second) {
+				x.log("dedupe index: a run was not written; retrying", "err", err, "in", backoff)
+				select {
+				case <-time.After(backoff):
+					err = x.writeTail(ft)
+					continue
+				case <-x.quit:
+				}
+				break
 			}
 			if ft.done != nil {
 				ft.done <- err
 			}
-			if err == nil {
-				x.maintain()
+			if err != nil {
+				// Only at Close: the next Open reads the log again from
+				// the newest run on. No later tail may be written.
+				x.log("dedupe index: a run was not written; the next start reads its events again", "err", err)
+				for ft := range x.jobs {
+					if ft.done != nil {
+						ft.done <- err
+					}
+				}
+				return
 			}
+			x.maintain()
 		case <-tick.C:
 			x.maintain()
 		}
@@ -320,6 +341,12 @@ func (x *dedupeIndex) writeTail(ft *frozenTail) error {
 			return err
 		}
 	}
+	if runWriteHook != nil {
+		if err := runWriteHook(ft.first, ft.last); err != nil {
+			w.abort()
+			return err
+		}
+	}
 	r, err := w.finish()
 	if err != nil {
 		return err
@@ -355,7 +382,7 @@ func (x *dedupeIndex) maintain() {
 	runs := slices.Clone(x.runs)
 	x.mu.Unlock()
 	removeRuns(gone, x.log)
-	for len(runs) > maxRuns {
+	for len(runs) > max(maxRuns, 2) {
 		i := 0
 		for j := 1; j+1 < len(runs); j++ {
 			if runs[j].n+runs[j+1].n < runs[i].n+runs[i+1].n {
@@ -363,7 +390,7 @@ func (x *dedupeIndex) maintain() {
 			}
 		}
 		a, b := runs[i], runs[i+1]
-		m, err := mergeRuns(x.dir, a, b, now)
+		m, err := mergeRuns(x.dir, a, b, cut)
 		if err != nil {
 			x.log("dedupe index: merging runs failed", "err", err)
 			return
@@ -657,7 +684,9 @@ func syncDir(dir string) error {
 }
 
 // mergeRuns writes the union of adjacent runs a and b (a older) without
-// the hashes expired at now; a hash in both keeps the later expiry.
+// the hashes expired at now (the caller leaves the slack the filters
+// leave, against a clock set ahead); a hash in both keeps the later
+// expiry.
 func mergeRuns(dir string, a, b *dedupeRun, now uint32) (*dedupeRun, error) {
 	w, err := createRun(dir, min(a.first, b.first), max(a.last, b.last))
 	if err != nil {
@@ -723,8 +752,11 @@ func mergeRuns(dir string, a, b *dedupeRun, now uint32) (*dedupeRun, error) {
 }
 
 // skipCloseRun leaves the tail unwritten at Close (tests of the crash
-// path).
-var skipCloseRun bool
+// path); runWriteHook, when set, can fail a run's write (tests).
+var (
+	skipCloseRun bool
+	runWriteHook func(first, last uint64) error
+)
 
 // openIndex opens the dedupe index, moves a store's Badger dedupe keys
 // (written by builds before the index) into a run, and rebuilds the tail
@@ -736,23 +768,36 @@ func (l *Log) openIndex() error {
 	}
 	x.synced = func(seq uint64) (bool, <-chan struct{}) {
 		ch := l.Changed()
-		return l.lastSeq.Load() >= seq, ch
+		return l.durable.Load() >= seq, ch
 	}
 	l.index = x
 	if err := l.migrateDedupeKeys(); err != nil {
 		x.closeRuns()
 		return err
 	}
+	return nil
+}
+
+// initTail rebuilds the dedupe index's tail from the events no run
+// covers. The committer calls it before its first group, not Open: a log
+// opened only to be read (export, rebuild) leaves the index alone, and
+// does not rebuild it with a horizon other than serve's.
+func (l *Log) initTail() error {
+	if l.tailBuilt {
+		return nil
+	}
+	x := l.index
 	from := max(x.tailFrom, l.FirstSeq())
 	last := l.lastSeq.Load()
 	if from > last {
+		l.tailBuilt = true
 		return nil
 	}
 	start := time.Now()
 	now := uint64(max(start.Unix(), 0))
 	horizon := l.cfg.DedupeHorizon
 	n := 0
-	err = l.ReadFromView(context.Background(), from, func(e *event.Event) error {
+	err := l.scanFrom(context.Background(), from, event.DecodeView, func(e *event.Event) error {
 		// Stored at about its receive time: the hash expires a horizon
 		// after it, as it would have in the run.
 		exp := uint64(max(e.ReceivedTime.Add(horizon).Unix(), 0)) + 1
@@ -766,9 +811,10 @@ func (l *Log) openIndex() error {
 		return nil
 	})
 	if err != nil {
-		x.closeRuns()
+		clear(x.tail)
 		return fmt.Errorf("dedupe index: rebuild from the log: %w", err)
 	}
+	l.tailBuilt = true
 	l.log.Info("dedupe index: tail rebuilt from the log", "from_seq", from, "events", last-from+1, "hashes", n, "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
@@ -781,6 +827,18 @@ func (l *Log) migrateDedupeKeys() error {
 	prefix := []byte{prefixDedupe}
 	var w *runWriter
 	keys := 0
+	// The keys belong to the events after the runs (an older build
+	// appended them, perhaps after a newer one had written runs): the
+	// run covers those. With no such event, the keys are of events the
+	// runs hold already (a crash after the run was written, before the
+	// keys were dropped), and only go.
+	first, last := l.index.covered.Load()+1, l.lastSeq.Load()
+	if last < first {
+		if err := l.db.DropPrefix(prefix); err != nil {
+			return fmt.Errorf("dedupe index: drop the migrated dedupe keys: %w", err)
+		}
+		return nil
+	}
 	err := l.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 		defer it.Close()
@@ -792,7 +850,7 @@ func (l *Log) migrateDedupeKeys() error {
 			}
 			if w == nil {
 				var err error
-				if w, err = createRun(l.index.dir, 0, l.lastSeq.Load()); err != nil {
+				if w, err = createRun(l.index.dir, first, last); err != nil {
 					return err
 				}
 			}

@@ -2,8 +2,11 @@ package storage_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -160,4 +163,113 @@ func TestDedupeMigratesBadgerKeys(t *testing.T) {
 		require.False(t, it.Valid(), "the dedupe keys were dropped")
 		return nil
 	}))
+}
+
+// A run that cannot be written holds back every later one: runs cover
+// the log without a gap, or Open would not read the missing events again.
+// Retried while the log runs (here it succeeds on the third try), and
+// given up at Close (the next Open reads the log again).
+func TestDedupeRunWriteFailureLeavesNoGap(t *testing.T) {
+	for _, giveUp := range []bool{false, true} {
+		t.Run(fmt.Sprintf("give up %v", giveUp), func(t *testing.T) {
+			defer storage.SetDedupeRunSizes(10, 10)()
+			var tries atomic.Int32
+			defer storage.SetRunWriteHook(func(first, _ uint64) error {
+				if first == 1 && (giveUp || tries.Add(1) < 3) {
+					return errors.New("disk full")
+				}
+				return nil
+			})()
+			dir := t.TempDir()
+			l, err := storage.Open(storage.DefaultConfig(dir))
+			require.NoError(t, err)
+			all := nowEvents(0, 40)
+			acc, _ := appendAll(t, l, all, 1)
+			require.Equal(t, 40, acc)
+			if !giveUp {
+				require.Eventually(t, func() bool { return l.DedupeStats().Runs >= 3 }, 10*time.Second, time.Millisecond)
+			} else {
+				time.Sleep(50 * time.Millisecond)
+				require.Zero(t, l.DedupeStats().Runs, "no run after the one that fails")
+			}
+			require.NoError(t, l.Close())
+			l, err = storage.Open(storage.DefaultConfig(dir))
+			require.NoError(t, err)
+			defer l.Close()
+			acc, dups := appendAll(t, l, all, 40)
+			require.Zero(t, acc)
+			require.Equal(t, 40, dups)
+		})
+	}
+}
+
+// Badger dedupe keys met again after runs exist (a downgrade, then this
+// build again) become a run of the events after the runs; the runs stay.
+func TestDedupeMigrationKeepsRuns(t *testing.T) {
+	dir := t.TempDir()
+	l, err := storage.Open(storage.DefaultConfig(dir))
+	require.NoError(t, err)
+	all := nowEvents(0, 40)
+	appendAll(t, l, all[:30], 30)
+	require.NoError(t, l.Close()) // run [1,30]
+	// The older build appends 30..34 with their keys.
+	l, err = storage.Open(storage.DefaultConfig(dir))
+	require.NoError(t, err)
+	defer storage.SetSkipCloseRun(true)()
+	appendAll(t, l, all[30:35], 5)
+	require.NoError(t, l.Close())
+	db, err := storage.OpenBadger(dir, 8, nil)
+	require.NoError(t, err)
+	require.NoError(t, db.Update(func(txn *badger.Txn) error {
+		for i := 30; i < 35; i++ {
+			h := storage.HashEvent(&all[i])
+			if err := txn.SetEntry(badger.NewEntry(append([]byte{'d'}, h[:]...), []byte{1}).WithTTL(time.Hour)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+	require.NoError(t, db.Close())
+	for range 2 {
+		l, err = storage.Open(storage.DefaultConfig(dir))
+		require.NoError(t, err)
+		st := l.DedupeStats()
+		require.Equal(t, 2, st.Runs)
+		require.EqualValues(t, 35, st.RunHashes)
+		require.NoError(t, l.Close())
+	}
+	l, err = storage.Open(storage.DefaultConfig(dir))
+	require.NoError(t, err)
+	defer l.Close()
+	acc, dups := appendAll(t, l, all[:36], 36)
+	require.Equal(t, 1, acc)
+	require.Equal(t, 35, dups)
+}
+
+// Opening the log only to read it (export, rebuild: default horizon)
+// leaves the index alone: serve's longer horizon still holds after.
+func TestDedupeReaderLeavesIndexAlone(t *testing.T) {
+	dir := t.TempDir()
+	serve := storage.DefaultConfig(dir)
+	serve.DedupeHorizon = 30 * 24 * time.Hour
+	restore := storage.SetSkipCloseRun(true)
+	l, err := storage.Open(serve)
+	require.NoError(t, err)
+	old := nowEvents(0, 20)
+	for i := range old {
+		old[i].ReceivedTime = time.Now().Add(-10 * 24 * time.Hour)
+	}
+	appendAll(t, l, old, 20)
+	require.NoError(t, l.Close()) // a crash: the tail is not written
+	restore()
+	l, err = storage.Open(storage.DefaultConfig(dir))
+	require.NoError(t, err)
+	require.Len(t, readAll(t, l, 1), 20)
+	require.NoError(t, l.Close())
+	l, err = storage.Open(serve)
+	require.NoError(t, err)
+	defer l.Close()
+	acc, dups := appendAll(t, l, old, 20)
+	require.Zero(t, acc)
+	require.Equal(t, 20, dups)
 }

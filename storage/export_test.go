@@ -23,3 +23,11 @@ func SetDedupeRunSizes(tail, runs int) (restore func()) {
 	tailKeys, maxRuns = tail, runs
 	return func() { tailKeys, maxRuns = ot, or }
 }
+
+// SetRunWriteHook makes every dedupe run write call fail(first, last)
+// before it finishes; an error fails the write.
+func SetRunWriteHook(fail func(first, last uint64) error) (restore func()) {
+	old := runWriteHook
+	runWriteHook = fail
+	return func() { runWriteHook = old }
+}

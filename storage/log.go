@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -136,15 +138,20 @@ type Log struct {
 	exited chan struct{} // closed when the committer has answered its last request
 	wg     sync.WaitGroup
 
-	lastSeq atomic.Uint64  // newest durable sequence: what readers see
-	nextSeq uint64         // next sequence to assign; owned by commitLoop
-	spare   spareTxns      // owned by commitLoop
-	filters *dedupeFilters // owned by commitLoop
-	index   *dedupeIndex   // its tail owned by commitLoop
-	persist chan chan<- error
-	trimmed atomic.Uint64 // last sequence removed by Trim
-	trimMu  sync.Mutex
-	changed atomic.Pointer[chan struct{}]
+	lastSeq atomic.Uint64 // newest durable sequence: what readers see
+	// durable is lastSeq as far as an fsync succeeded: the dedupe index
+	// writes a run only of events up to it (lastSeq moves on after a
+	// failed sync too, see syncLoop).
+	durable   atomic.Uint64
+	tailBuilt bool           // the dedupe index's tail is rebuilt (initTail); owned by commitLoop
+	nextSeq   uint64         // next sequence to assign; owned by commitLoop
+	spare     spareTxns      // owned by commitLoop
+	filters   *dedupeFilters // owned by commitLoop
+	index     *dedupeIndex   // its tail owned by commitLoop
+	persist   chan chan<- error
+	trimmed   atomic.Uint64 // last sequence removed by Trim
+	trimMu    sync.Mutex
+	changed   atomic.Pointer[chan struct{}]
 
 	deadMu     sync.Mutex
 	nextDeadID uint64
@@ -182,6 +189,14 @@ func Open(cfg Config) (*Log, error) {
 		_ = db.Close()
 		return nil, err
 	}
+	// After a crash, Badger replays its WAL from pages the dead process
+	// may never have synced, and later syncs cover only the files being
+	// written: a run must not record what a power loss could still undo.
+	if err := syncBadgerFiles(cfg.Dir); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	l.durable.Store(l.lastSeq.Load())
 	if err := l.openIndex(); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -396,3 +411,24 @@ func (b badgerLogger) Debugf(f string, a ...any) {
 // ctxErr is a small helper so that every blocking path reports the
 // context's error uniformly.
 func ctxErr(ctx context.Context) error { return context.Cause(ctx) }
+
+// syncBadgerFiles fsyncs the write-ahead and value-log files in dir.
+func syncBadgerFiles(dir string) error {
+	names, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("sync log files: %w", err)
+	}
+	for _, de := range names {
+		if n := de.Name(); !de.IsDir() && (strings.HasSuffix(n, ".mem") || strings.HasSuffix(n, ".vlog")) {
+			f, err := os.Open(filepath.Join(dir, n))
+			if err != nil {
+				return fmt.Errorf("sync log files: %w", err)
+			}
+			err = f.Sync()
+			if err := errors.Join(err, f.Close()); err != nil {
+				return fmt.Errorf("sync log files: %w", err)
+			}
+		}
+	}
+	return nil
+}

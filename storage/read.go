@@ -39,6 +39,11 @@ func (l *Log) readFrom(ctx context.Context, from uint64, decode decodeFunc, fn f
 	if l.closed.Load() {
 		return ErrClosed
 	}
+	return l.scanFrom(ctx, from, decode, fn)
+}
+
+// scanFrom is readFrom for the log itself, which reads while it closes.
+func (l *Log) scanFrom(ctx context.Context, from uint64, decode decodeFunc, fn func(*event.Event) error) error {
 	if from == 0 {
 		from = 1
 	}

@@ -60,14 +60,6 @@ func (l *Log) Trim(ctx context.Context, upTo uint64, olderThan time.Time) (uint6
 	}
 	l.trimMu.Lock()
 	defer l.trimMu.Unlock()
-	// The dedupe index's tail lives in memory and is rebuilt from the log
-	// at Open: an event leaves the log only once its hash is in a run.
-	if upTo > l.index.covered.Load() {
-		if err := l.persistIndex(ctx); err != nil {
-			return 0, err
-		}
-		upTo = min(upTo, l.index.covered.Load())
-	}
 	var doomed [][]byte
 	through := l.trimmed.Load()
 	err := l.db.View(func(txn *badger.Txn) error {
@@ -100,6 +92,16 @@ func (l *Log) Trim(ctx context.Context, upTo uint64, olderThan time.Time) (uint6
 	})
 	if err != nil || len(doomed) == 0 {
 		return 0, err
+	}
+	// The dedupe index's tail lives in memory and is rebuilt from the log
+	// at Open: an event leaves the log only once its hash is in a run.
+	if through > l.index.covered.Load() {
+		if err := l.persistIndex(ctx); err != nil {
+			return 0, err
+		}
+		if through > l.index.covered.Load() {
+			return 0, nil // not expected: the run covers every event stored
+		}
 	}
 	before := l.trimmed.Load()
 	err = l.db.Update(func(txn *badger.Txn) error {
