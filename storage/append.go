@@ -210,7 +210,7 @@ func (l *Log) commitLoop() {
 			}
 			continue
 		}
-		if len(l.index.tail) >= l.index.tailKeys || l.nextSeq-l.index.tailFrom >= 2*uint64(l.index.tailKeys) {
+		if l.index.tail.len() >= l.index.tailKeys || l.nextSeq-l.index.tailFrom >= 2*uint64(l.index.tailKeys) {
 			// The tail becomes a run; it may hold only committed hashes.
 			if settle() {
 				l.spare.drop()
@@ -420,17 +420,23 @@ func (l *Log) writeGroup(group []*appendReq, sg *stagedGroup) error {
 	pg := sg.pg
 	next := l.nextSeq
 	first := next
-	seen := make(map[Hash]struct{})
 	var count int
 	now := time.Now()
 	at := l.filters.at(now)
 	l.filters.maintain(l.index, at)
 	unix := expiryOf(uint64(max(now.Unix(), 0)))
+	expires := uint64(now.Add(l.cfg.DedupeHorizon).Unix()) + 1
+	exp := expiryOf(expires)
 
 	wtxn := l.spare.take(l.db)
-	// First occurrences are candidates; the index is asked about those the
-	// filters may hold (the tail covers the commit in flight too), in hash
-	// order, so that consecutive lookups in a run share its blocks.
+	// An event whose hash the tail holds is a duplicate: of one earlier in
+	// the group, in the commit in flight, or stored since the newest run.
+	// Otherwise its hash goes into the tail at once (taken out again if
+	// it turns out a duplicate, or its commit fails), and it is a
+	// candidate: the rest of the index (runs, frozen tails) is asked
+	// about those the filters may hold, in hash order, so that
+	// consecutive lookups in a run share its blocks.
+	x := l.index
 	total := 0
 	for _, r := range group {
 		total += len(r.events)
@@ -441,14 +447,15 @@ func (l *Log) writeGroup(group []*appendReq, sg *stagedGroup) error {
 		pos int
 	}
 	cands := make([]candidate, 0, total)
-	pos := 0
+	pos, fresh := 0, 0
 	for _, r := range group {
 		for i := range r.events {
 			h := r.hashes[i]
-			if _, dup := seen[h]; !dup {
-				seen[h] = struct{}{}
+			if !x.inTail(h, unix) {
+				x.add(h, exp)
 				stored[pos] = true
-				// Only a hash the filters may hold needs a read.
+				fresh++
+				// Only a hash the filters may hold needs a lookup.
 				if l.filters.mayContain(h) {
 					cands = append(cands, candidate{h, pos})
 				}
@@ -456,15 +463,28 @@ func (l *Log) writeGroup(group []*appendReq, sg *stagedGroup) error {
 			pos++
 		}
 	}
+	// untail takes the group's hashes out of the tail again, from
+	// position from on: nothing of them is stored.
+	untail := func(from int) {
+		pos := 0
+		for _, r := range group {
+			for i := range r.events {
+				if pos >= from && stored[pos] {
+					x.remove(r.hashes[i])
+				}
+				pos++
+			}
+		}
+	}
 	l.filters.stats.reads.Add(uint64(len(cands)))
-	l.filters.stats.skipped.Add(uint64(len(seen) - len(cands)))
+	l.filters.stats.skipped.Add(uint64(fresh - len(cands)))
 	slices.SortFunc(cands, func(a, b candidate) int { return bytes.Compare(a.h[:], b.h[:]) })
 	// lookup marks the candidates the store already holds (stored[pos],
 	// distinct per candidate, so halves may run at once) and returns them.
 	lookup := func(cs []candidate) ([]Hash, error) {
 		var dups []Hash
 		for _, c := range cs {
-			found, err := l.index.contains(c.h, unix)
+			found, err := x.containsOld(c.h, unix)
 			if err != nil {
 				return nil, err
 			}
@@ -483,7 +503,7 @@ func (l *Log) writeGroup(group []*appendReq, sg *stagedGroup) error {
 		// A large group's lookups are a large part of the committer's
 		// time, which is the log's serial stage: the two halves (each
 		// still in hash order) run on two cores. Lookups only read the
-		// index.
+		// runs and frozen tails.
 		half := len(cands) / 2
 		var dups2 []Hash
 		var err2 error
@@ -499,18 +519,12 @@ func (l *Log) writeGroup(group []*appendReq, sg *stagedGroup) error {
 	}
 	if err != nil {
 		wtxn.Discard()
+		untail(0)
 		return err
 	}
 	for _, h := range dups {
-		delete(seen, h)
+		x.remove(h)
 	}
-	// Into the filters before the commit: if it fails, they hold keys the
-	// store lacks, which costs a read, never a lost redelivery.
-	expires := uint64(now.Add(l.cfg.DedupeHorizon).Unix()) + 1
-	for h := range seen {
-		l.filters.add(h, expires, at)
-	}
-	exp := expiryOf(expires)
 	pos = 0
 	for _, r := range group {
 		for i := range r.events {
@@ -522,7 +536,10 @@ func (l *Log) writeGroup(group []*appendReq, sg *stagedGroup) error {
 			pos++
 			e := &r.events[i]
 			e.Seq = next
-			l.index.add(r.hashes[i], exp)
+			// Into the filters before the commit: if it fails, they hold
+			// hashes the index lacks, which costs a lookup, never a lost
+			// redelivery.
+			l.filters.add(r.hashes[i], expires, at)
 			sg.added = append(sg.added, seqHash{next, r.hashes[i]})
 			if r.res.Accepted == 0 {
 				r.res.FirstSeq = next

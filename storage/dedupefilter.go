@@ -72,8 +72,10 @@ type DedupeStats struct {
 	Filters int
 	Bytes   int64
 	// Skipped counts new events the filters knew to be new, Reads the
-	// events looked up in the dedupe index instead (before the filters
-	// were ready, or on a "maybe": a redelivery or a false positive).
+	// events looked up in the dedupe index's runs instead (before the
+	// filters were ready, or on a "maybe": a redelivery or a false
+	// positive). An event whose hash is in the index's in-memory tail
+	// (stored since the newest run) is neither.
 	Skipped, Reads uint64
 	// Runs and RunHashes are the dedupe index's run files and the hashes
 	// they hold (dedupeindex.go); the hashes of the newest events, up to

@@ -96,7 +96,10 @@ func TestDedupeFiltersOff(t *testing.T) {
 	st := l.DedupeStats()
 	require.False(t, st.Ready)
 	require.Zero(t, st.Skipped)
-	require.EqualValues(t, 200, st.Reads)
+	// Every event not in the index's in-memory tail is looked up: the
+	// 100 of the first append and the 50 new ones of the second (the 50
+	// redeliveries are in the tail).
+	require.EqualValues(t, 150, st.Reads)
 	require.Zero(t, st.Bytes)
 }
 

@@ -63,7 +63,7 @@ type dedupeIndex struct {
 	// tail and tailFrom are owned by the committer; the lookup goroutines
 	// it starts only read tail, while it does not write. The tail covers
 	// the sequences from tailFrom on.
-	tail     map[Hash]uint32
+	tail     *tailTable
 	tailFrom uint64
 	covered  atomic.Uint64 // every stored event up to it is in a run
 
@@ -83,7 +83,7 @@ type dedupeIndex struct {
 
 // frozenTail is a tail on its way to a run.
 type frozenTail struct {
-	keys        map[Hash]uint32
+	keys        *tailTable
 	first, last uint64
 	done        chan<- error // told when the run is written (or not); may be nil
 }
@@ -131,7 +131,7 @@ func openDedupeIndex(dir string, logf func(string, ...any)) (*dedupeIndex, error
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("dedupe index: %w", err)
 	}
-	x := &dedupeIndex{dir: dir, log: logf, tailKeys: tailKeys, tail: make(map[Hash]uint32),
+	x := &dedupeIndex{dir: dir, log: logf, tailKeys: tailKeys, tail: newTailTable(),
 		jobs: make(chan *frozenTail, 4), quit: make(chan struct{}), done: make(chan struct{})}
 	names, err := os.ReadDir(dir)
 	if err != nil {
@@ -197,17 +197,21 @@ func (x *dedupeIndex) published() {
 	x.runsH.Store(h)
 }
 
-// contains reports whether h is stored and not expired at now. The tail
-// is read without a lock: only the committer calls contains, or the lookup
-// goroutines it waits for.
-func (x *dedupeIndex) contains(h Hash, now uint32) (bool, error) {
-	if exp, ok := x.tail[h]; ok && exp > now {
-		return true, nil
-	}
+// inTail reports whether the tail holds h, not expired at now
+// (committer only).
+func (x *dedupeIndex) inTail(h Hash, now uint32) bool {
+	exp, ok := x.tail.get(h)
+	return ok && exp > now
+}
+
+// containsOld reports whether the frozen tails or the runs hold h, not
+// expired at now: the index but its tail, which the committer asks
+// itself (inTail). Safe on several goroutines at once.
+func (x *dedupeIndex) containsOld(h Hash, now uint32) (bool, error) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	for _, f := range x.frozen {
-		if exp, ok := f.keys[h]; ok && exp > now {
+		if exp, ok := f.keys.get(h); ok && exp > now {
 			return true, nil
 		}
 	}
@@ -232,10 +236,10 @@ func (x *dedupeIndex) contains(h Hash, now uint32) (bool, error) {
 }
 
 // add records h, stored with expiry exp, in the tail (committer only).
-func (x *dedupeIndex) add(h Hash, exp uint32) { x.tail[h] = exp }
+func (x *dedupeIndex) add(h Hash, exp uint32) { x.tail.put(h, exp) }
 
 // remove takes h out of the tail again: its commit failed (committer only).
-func (x *dedupeIndex) remove(h Hash) { delete(x.tail, h) }
+func (x *dedupeIndex) remove(h Hash) { x.tail.remove(h) }
 
 // freeze hands the tail, which covers the sequences up to last, to the
 // writer, and starts a new one. The caller guarantees that every event of
@@ -252,7 +256,7 @@ func (x *dedupeIndex) freeze(last uint64, done chan<- error) {
 	x.mu.Lock()
 	x.frozen = append(x.frozen, ft)
 	x.mu.Unlock()
-	x.tail = make(map[Hash]uint32, len(ft.keys))
+	x.tail = newTailTableBits(64 - ft.keys.shift)
 	x.tailFrom = last + 1
 	x.jobs <- ft
 }
@@ -326,11 +330,7 @@ func (x *dedupeIndex) writeTail(ft *frozenTail) error {
 			}
 		}
 	}
-	ents := make([]runEnt, 0, len(ft.keys))
-	for h, exp := range ft.keys {
-		ents = append(ents, runEnt{h, exp})
-	}
-	slices.SortFunc(ents, func(a, b runEnt) int { return bytes.Compare(a.h[:], b.h[:]) })
+	ents := ft.keys.sorted()
 	w, err := createRun(x.dir, ft.first, ft.last)
 	if err != nil {
 		return err
@@ -429,15 +429,12 @@ func (x *dedupeIndex) close() {
 // snapshot opens its own handle on every run and copies the tail and
 // frozen tails, for the dedupe filters' scan (committer only).
 func (x *dedupeIndex) snapshot() (runs []*dedupeRun, tail []runEnt, err error) {
-	for h, exp := range x.tail {
-		tail = append(tail, runEnt{h, exp})
-	}
+	add := func(e runEnt) { tail = append(tail, e) }
+	x.tail.each(add)
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	for _, f := range x.frozen {
-		for h, exp := range f.keys {
-			tail = append(tail, runEnt{h, exp})
-		}
+		f.keys.each(add)
 	}
 	for _, r := range x.runs {
 		f, err := os.Open(r.path)
@@ -811,7 +808,7 @@ func (l *Log) initTail() error {
 		return nil
 	})
 	if err != nil {
-		clear(x.tail)
+		x.tail = newTailTable()
 		return fmt.Errorf("dedupe index: rebuild from the log: %w", err)
 	}
 	l.tailBuilt = true

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -104,9 +105,9 @@ func TestDedupeIndexExpiry(t *testing.T) {
 	a, b, c := testHash("a"), testHash("b"), testHash("c")
 	x.add(a, 100)
 	has := func(h Hash, now uint32) bool {
-		ok, err := x.contains(h, now)
+		ok, err := x.containsOld(h, now)
 		require.NoError(t, err)
-		return ok
+		return ok || x.inTail(h, now)
 	}
 	require.True(t, has(a, 99))
 	require.False(t, has(a, 100))
@@ -115,7 +116,7 @@ func TestDedupeIndexExpiry(t *testing.T) {
 	r1 := writeTestRun(t, dir, 1, 10, []runEnt{{a, 50}, {b, 200}})
 	r2 := writeTestRun(t, dir, 11, 20, []runEnt{{a, 150}, {c, 80}})
 	x.runs = []*dedupeRun{r1, r2}
-	x.tail = map[Hash]uint32{}
+	x.tail = newTailTable()
 	require.True(t, has(a, 120), "the later run's expiry")
 	require.True(t, has(b, 199))
 	require.False(t, has(c, 80))
@@ -181,4 +182,56 @@ func FuzzDedupeRun(f *testing.F) {
 		}
 		_ = r.each(func(runEnt) error { return nil })
 	})
+}
+
+// The tail table against a map, through growth, overwrites and removals
+// (backward shifts), with hashes crowded into few home slots; sorted
+// lists it in hash order.
+func TestTailTableModel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, crowd := range []bool{false, true} {
+		tt := newTailTableBits(2)
+		model := map[Hash]uint32{}
+		var keys []Hash
+		ops := 20000
+		if crowd {
+			ops = 3000 // long probe runs: quadratic
+		}
+		for op := range ops {
+			var h Hash
+			if len(keys) > 0 && rng.IntN(3) == 0 {
+				h = keys[rng.IntN(len(keys))]
+			} else {
+				h = testHash(fmt.Sprint(op))
+				if crowd {
+					h[0], h[1] = 0x80, byte(rng.IntN(2)) // two home slots' worth of prefixes
+				}
+				keys = append(keys, h)
+			}
+			switch rng.IntN(4) {
+			case 0:
+				tt.remove(h)
+				delete(model, h)
+			default:
+				e := uint32(rng.IntN(1000) + 1)
+				tt.put(h, e)
+				model[h] = e
+			}
+			if op%500 == 0 {
+				for _, k := range keys {
+					e, ok := tt.get(k)
+					me, mok := model[k]
+					require.Equal(t, mok, ok)
+					require.Equal(t, me, e)
+				}
+			}
+		}
+		require.Equal(t, len(model), tt.len())
+		got := tt.sorted()
+		require.Len(t, got, len(model))
+		require.True(t, slices.IsSortedFunc(got, func(a, b runEnt) int { return bytes.Compare(a.h[:], b.h[:]) }))
+		for _, e := range got {
+			require.Equal(t, model[e.h], e.exp)
+		}
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -169,6 +170,13 @@ func Open(cfg Config) (*Log, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	// After a crash, Badger replays its WAL from pages the dead process
+	// may never have synced, and later syncs cover only the files being
+	// written: a dedupe run must not record what a power loss could still
+	// undo. (Before Badger opens: it flushes and deletes WAL files.)
+	if err := syncBadgerFiles(cfg.Dir); err != nil {
+		return nil, err
+	}
 	db, err := OpenBadger(cfg.Dir, cfg.BlockCacheMB, cfg.Logger)
 	if err != nil {
 		return nil, err
@@ -186,13 +194,6 @@ func Open(cfg Config) (*Log, error) {
 	ch := make(chan struct{})
 	l.changed.Store(&ch)
 	if err := l.recover(); err != nil {
-		_ = db.Close()
-		return nil, err
-	}
-	// After a crash, Badger replays its WAL from pages the dead process
-	// may never have synced, and later syncs cover only the files being
-	// written: a run must not record what a power loss could still undo.
-	if err := syncBadgerFiles(cfg.Dir); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
@@ -412,15 +413,22 @@ func (b badgerLogger) Debugf(f string, a ...any) {
 // context's error uniformly.
 func ctxErr(ctx context.Context) error { return context.Cause(ctx) }
 
-// syncBadgerFiles fsyncs the write-ahead and value-log files in dir.
+// syncBadgerFiles fsyncs the write-ahead and value-log files in dir (a
+// missing dir is a new log).
 func syncBadgerFiles(dir string) error {
 	names, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("sync log files: %w", err)
 	}
 	for _, de := range names {
 		if n := de.Name(); !de.IsDir() && (strings.HasSuffix(n, ".mem") || strings.HasSuffix(n, ".vlog")) {
 			f, err := os.Open(filepath.Join(dir, n))
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // a process still holding the directory removed it
+			}
 			if err != nil {
 				return fmt.Errorf("sync log files: %w", err)
 			}
