@@ -90,9 +90,9 @@ type frozenTail struct {
 
 // Sizes of the index. Variables so that tests can make runs quickly.
 var (
-	// tailKeys is how many hashes the tail holds before it becomes a run:
-	// a map of 1M 20-byte entries is about 40 MiB, and at most that many
-	// events are read again at Open.
+	// tailKeys is the default of Config.DedupeTailKeys: a table of 1M
+	// 20-byte entries is about 40 MiB, and at most that many events are
+	// read again at Open.
 	tailKeys = 1 << 20
 	// maxRuns bounds the runs a lookup may read before they are merged.
 	maxRuns = 10
@@ -127,7 +127,7 @@ func unixNow() uint32 { return expiryOf(uint64(time.Now().Unix())) }
 
 // openDedupeIndex opens the runs in dir (creating it), dropping what a
 // crash left half done: temporary files, and runs a merge had replaced.
-func openDedupeIndex(dir string, logf func(string, ...any)) (*dedupeIndex, error) {
+func openDedupeIndex(dir string, tailKeys int, logf func(string, ...any)) (*dedupeIndex, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("dedupe index: %w", err)
 	}
@@ -759,7 +759,7 @@ var (
 // (written by builds before the index) into a run, and rebuilds the tail
 // from the events the runs do not cover.
 func (l *Log) openIndex() error {
-	x, err := openDedupeIndex(filepath.Join(l.cfg.Dir, dedupeDirName), l.log.Info)
+	x, err := openDedupeIndex(filepath.Join(l.cfg.Dir, dedupeDirName), l.cfg.DedupeTailKeys, l.log.Info)
 	if err != nil {
 		return err
 	}

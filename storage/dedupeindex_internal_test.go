@@ -99,7 +99,7 @@ func TestDedupeRunFind(t *testing.T) {
 // the later expiry of a hash in both runs and drops expired ones.
 func TestDedupeIndexExpiry(t *testing.T) {
 	dir := t.TempDir()
-	x, err := openDedupeIndex(dir, func(string, ...any) {})
+	x, err := openDedupeIndex(dir, 10, func(string, ...any) {})
 	require.NoError(t, err)
 	defer x.closeRuns()
 	a, b, c := testHash("a"), testHash("b"), testHash("c")
@@ -146,7 +146,7 @@ func TestDedupeIndexOpenAfterCrashedMerge(t *testing.T) {
 	writeTestRun(t, dir, 21, 30, []runEnt{{testHash("c"), 70}})
 	require.NoError(t, os.WriteFile(filepath.Join(dir, runName(31, 40)+".tmp"), []byte("half"), 0o644))
 
-	x, err := openDedupeIndex(dir, func(string, ...any) {})
+	x, err := openDedupeIndex(dir, 10, func(string, ...any) {})
 	require.NoError(t, err)
 	defer x.closeRuns()
 	require.Len(t, x.runs, 2)

@@ -65,6 +65,11 @@ type Config struct {
 	// events per horizon at their sized false-positive rate; more only
 	// raises it). Negative turns them off.
 	DedupeFilterMB int
+	// DedupeTailKeys is how many hashes of the newest events the dedupe
+	// index keeps in memory (about 40 bytes each) before it writes them
+	// as a run; after a crash, Open reads up to that many events again.
+	// Default 1,048,576.
+	DedupeTailKeys int
 	// Logger receives Badger's messages and the log's own; nil discards.
 	Logger *slog.Logger
 	// NoSync skips fsync after commits. Only for benchmarks that measure
@@ -109,6 +114,9 @@ func (c *Config) fill() {
 	if c.DedupeFilterMB == 0 {
 		c.DedupeFilterMB = d.DedupeFilterMB
 	}
+	if c.DedupeTailKeys == 0 {
+		c.DedupeTailKeys = tailKeys
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -121,7 +129,7 @@ func (c Config) Validate() error {
 		return errors.New("storage config: Dir is required")
 	case c.DedupeHorizon < 0:
 		return errors.New("storage config: DedupeHorizon must not be negative")
-	case c.MaxGroupEvents < 0, c.MaxBatchEvents < 0, c.QueueLen < 0, c.BlockCacheMB < 0:
+	case c.MaxGroupEvents < 0, c.MaxBatchEvents < 0, c.QueueLen < 0, c.BlockCacheMB < 0, c.DedupeTailKeys < 0:
 		return errors.New("storage config: sizes must not be negative")
 	}
 	return nil

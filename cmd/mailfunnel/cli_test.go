@@ -90,6 +90,9 @@ func TestExportAndRebuild(t *testing.T) {
 	out, err = exec.Command(binary, "serve", "--data", t.TempDir(), "--export-workers", "-1").CombinedOutput()
 	require.Error(t, err)
 	require.Contains(t, string(out), "--export-workers must not be negative")
+	out, err = exec.Command(binary, "serve", "--data", t.TempDir(), "--dedupe-tail-keys", "0").CombinedOutput()
+	require.Error(t, err)
+	require.Contains(t, string(out), "--dedupe-tail-keys must be positive")
 
 	// rebuild refuses while the server runs.
 	out, err = exec.Command(binary, "rebuild", "--data", data).CombinedOutput()

@@ -321,11 +321,14 @@ func TestKillDuringIngest(t *testing.T) {
 	// Kills land at other points of the engine's commit cycle when it
 	// commits at other paces. Two rounds in three, a tiny recipient cache
 	// sends records through both of its tiers and back to the store.
+	// Small dedupe tails make the log write and merge run files all the
+	// time, so kills land in those too.
 	intervals := []string{"50ms", "-1ms", "5ms", "200ms"}
 	caches := []string{"2000000", "7", "100"}
+	tails := []string{"40", "1048576", "300", "7", "2000"}
 	for round := 0; ; round++ {
 		srv := startServer(t, data, "--commit-interval", intervals[round%len(intervals)],
-			"--recipient-cache", caches[round%len(caches)])
+			"--recipient-cache", caches[round%len(caches)], "--dedupe-tail-keys", tails[round%len(tails)])
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
 		for w := 0; w < 8; w++ {

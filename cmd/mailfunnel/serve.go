@@ -44,6 +44,7 @@ type ServeCommand struct {
 	bodyLimit      int
 	dedupeHorizon  time.Duration
 	dedupeFilterMB int
+	dedupeTailKeys int
 	sourceTZ       string
 	maxLag         uint64
 	readyLag       uint64
@@ -132,6 +133,7 @@ func (s *ServeCommand) flags() *flag.FlagSet {
 	fs.IntVar(&s.bodyLimit, "body-limit", 10<<20, "largest webhook body in bytes; larger bodies get 413")
 	fs.DurationVar(&s.dedupeHorizon, "dedupe-horizon", 7*24*time.Hour, "how long a delivered event is remembered to drop redeliveries")
 	fs.IntVar(&s.dedupeFilterMB, "dedupe-filter-mb", 64, "memory for the Bloom filters that spare a new event its dedupe lookup (about 53M events per horizon at 64; more only means more lookups; negative: off)")
+	fs.IntVar(&s.dedupeTailKeys, "dedupe-tail-keys", 1<<20, "hashes of the newest events the dedupe index keeps in memory (about 40 bytes each) before writing them to a run file; after a crash, start-up reads that many events again")
 	fs.StringVar(&s.sourceTZ, "source-tz", "", "time zones of sources whose timestamps carry none, as name=Zone[,name=Zone], e.g. emblue=America/Argentina/Buenos_Aires (default UTC)")
 	fs.Uint64Var(&s.maxLag, "max-lag", 5_000_000, "answer webhooks 503 while the engine is more than this many events behind the log (0: never)")
 	fs.Uint64Var(&s.readyLag, "ready-lag", 10_000, "/readyz fails while the engine is more than this many events behind")
@@ -198,6 +200,9 @@ func (s *ServeCommand) Run(ctx context.Context, args []string) error {
 	if err := checkRecipientCache(s.recipientCache); err != nil {
 		return err
 	}
+	if s.dedupeTailKeys <= 0 {
+		return fmt.Errorf("--dedupe-tail-keys must be positive")
+	}
 	s.data.applyMemoryLimit(s.main.Getenv)
 	logger, err := newLogger(s.main.Stderr, s.logLevel, s.logFormat)
 	if err != nil {
@@ -223,6 +228,7 @@ func (s *ServeCommand) Run(ctx context.Context, args []string) error {
 	lcfg := storage.DefaultConfig(s.data.logDir())
 	lcfg.DedupeHorizon = s.dedupeHorizon
 	lcfg.DedupeFilterMB = s.dedupeFilterMB
+	lcfg.DedupeTailKeys = s.dedupeTailKeys
 	lcfg.Logger = logger.With("component", "storage")
 	var log *storage.Log
 	labeled("storage", func() { log, err = storage.Open(lcfg) })
