@@ -463,16 +463,22 @@ func (l *Log) writeGroup(group []*appendReq, sg *stagedGroup) error {
 			pos++
 		}
 	}
-	// untail takes the group's hashes out of the tail again, from
-	// position from on: nothing of them is stored.
-	untail := func(from int) {
+	// untail takes the group's hashes out of the tail again: nothing of
+	// it is stored. Those of candidates found in the runs are no longer
+	// marked stored, but are in the tail all the same.
+	untail := func() {
 		pos := 0
 		for _, r := range group {
 			for i := range r.events {
-				if pos >= from && stored[pos] {
+				if stored[pos] {
 					x.remove(r.hashes[i])
 				}
 				pos++
+			}
+		}
+		for _, c := range cands {
+			if !stored[c.pos] {
+				x.remove(c.h)
 			}
 		}
 	}
@@ -519,7 +525,7 @@ func (l *Log) writeGroup(group []*appendReq, sg *stagedGroup) error {
 	}
 	if err != nil {
 		wtxn.Discard()
-		untail(0)
+		untail()
 		return err
 	}
 	for _, h := range dups {

@@ -40,7 +40,7 @@ import (
 //
 // So it has two parts:
 //   - The tail: the hashes of the events appended since the newest run,
-//     in a map the committer owns. It needs no file of its own: the log
+//     in a table the committer owns (tailtable.go). It needs no file of its own: the log
 //     holds those events, and Open rebuilds the tail from them.
 //   - Runs: immutable files of (hash, expiry) pairs sorted by hash, with a
 //     sparse index of every runBlock-th hash held in memory, so a lookup
@@ -60,9 +60,9 @@ type dedupeIndex struct {
 	dir      string
 	log      func(msg string, args ...any)
 	tailKeys int
-	// tail and tailFrom are owned by the committer; the lookup goroutines
-	// it starts only read tail, while it does not write. The tail covers
-	// the sequences from tailFrom on.
+	// tail and tailFrom are owned by the committer (lookups in the runs,
+	// which it may run on two goroutines, do not read the tail). The
+	// tail covers the sequences from tailFrom on.
 	tail     *tailTable
 	tailFrom uint64
 	covered  atomic.Uint64 // every stored event up to it is in a run
@@ -74,11 +74,12 @@ type dedupeIndex struct {
 	jobs chan *frozenTail
 	// synced reports whether the log has synced up to a sequence, and
 	// waits for it to change; quit is closed when the committer is gone.
-	synced func(seq uint64) (bool, <-chan struct{})
-	quit   chan struct{}
-	done   chan struct{} // closed when the writer has exited
-	runsN  atomic.Int64
-	runsH  atomic.Int64
+	synced   func(seq uint64) (bool, <-chan struct{})
+	stopping <-chan struct{} // closed when the log starts to close
+	quit     chan struct{}
+	done     chan struct{} // closed when the writer has exited
+	runsN    atomic.Int64
+	runsH    atomic.Int64
 }
 
 // frozenTail is a tail on its way to a run.
@@ -91,8 +92,8 @@ type frozenTail struct {
 // Sizes of the index. Variables so that tests can make runs quickly.
 var (
 	// tailKeys is the default of Config.DedupeTailKeys: a table of 1M
-	// 20-byte entries is about 40 MiB, and at most that many events are
-	// read again at Open.
+	// 20-byte entries at most half full is about 40 MiB, and after a
+	// crash about that many events are read again at Open.
 	tailKeys = 1 << 20
 	// maxRuns bounds the runs a lookup may read before they are merged.
 	maxRuns = 10
@@ -256,7 +257,9 @@ func (x *dedupeIndex) freeze(last uint64, done chan<- error) {
 	x.mu.Lock()
 	x.frozen = append(x.frozen, ft)
 	x.mu.Unlock()
-	x.tail = newTailTableBits(64 - ft.keys.shift)
+	// Sized for what the last tail held: a busy log's next tail fills as
+	// much, a quiet one's (frozen by Trim or Close) stays small.
+	x.tail = newTailTableFor(min(ft.keys.len(), x.tailKeys))
 	x.tailFrom = last + 1
 	x.jobs <- ft
 }
@@ -315,6 +318,11 @@ func (x *dedupeIndex) writer() {
 var errNotSynced = errors.New("dedupe index: the log closed before its events were synced")
 
 func (x *dedupeIndex) writeTail(ft *frozenTail) error {
+	// Once the log closes, its last sync comes within moments, or (after
+	// a failed one) never: then the run is given up, so that Close does
+	// not wait for it (the committer may wait in freeze).
+	var giveUp <-chan time.Time
+	stopping := x.stopping
 	for {
 		ok, changed := x.synced(ft.last)
 		if ok {
@@ -322,10 +330,13 @@ func (x *dedupeIndex) writeTail(ft *frozenTail) error {
 		}
 		select {
 		case <-changed:
+		case <-stopping:
+			stopping, giveUp = nil, time.After(5*time.Second)
+		case <-giveUp:
+			return errNotSynced
 		case <-x.quit:
 			if ok, _ := x.synced(ft.last); !ok {
-				// Still in the tail for lookups until the process ends;
-				// the next Open reads the log again from its first event.
+				// The next Open reads the log again from the newest run.
 				return errNotSynced
 			}
 		}
@@ -763,6 +774,7 @@ func (l *Log) openIndex() error {
 	if err != nil {
 		return err
 	}
+	x.stopping = l.stop
 	x.synced = func(seq uint64) (bool, <-chan struct{}) {
 		ch := l.Changed()
 		return l.durable.Load() >= seq, ch

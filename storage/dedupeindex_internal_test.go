@@ -2,6 +2,7 @@ package storage
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
@@ -9,8 +10,11 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/mailfunnel/mailfunnel/event"
 )
 
 // writeTestRun writes ents (any order) as a run and opens it.
@@ -233,5 +237,78 @@ func TestTailTableModel(t *testing.T) {
 		for _, e := range got {
 			require.Equal(t, model[e.h], e.exp)
 		}
+	}
+}
+
+// Hashes crowded at the top of the range (an authenticated sender can
+// craft them: the hash is not keyed) cost probing, never unbounded
+// memory: the table adds spare slots instead of doubling for them.
+func TestTailTableCrowdedTop(t *testing.T) {
+	tt := newTailTable()
+	var keys []Hash
+	for i := range 3000 {
+		h := prefixed(^uint64(0), i) // the same top 64 bits
+		if i%2 == 0 {
+			h = prefixed(^uint64(0)-uint64(i), i) // the same top 50 bits
+		}
+		tt.put(h, uint32(i+1))
+		keys = append(keys, h)
+	}
+	require.Less(t, len(tt.slots), 1<<14, "slots for 3,000 entries")
+	for i, h := range keys {
+		e, ok := tt.get(h)
+		require.True(t, ok)
+		require.Equal(t, uint32(i+1), e)
+	}
+	for _, h := range keys[:1000] {
+		tt.remove(h)
+	}
+	require.Equal(t, 2000, tt.len())
+	got := tt.sorted()
+	require.Len(t, got, 2000)
+	require.True(t, slices.IsSortedFunc(got, func(a, b runEnt) int { return bytes.Compare(a.h[:], b.h[:]) }))
+}
+
+// A group whose lookup fails stores nothing and leaves the tail as it
+// was: also the hash of a candidate found in a run before the failure
+// (kept, it would stretch that hash's horizon).
+func TestDedupeLookupErrorLeavesTail(t *testing.T) {
+	cfg := DefaultConfig(t.TempDir())
+	cfg.DedupeFilterMB = -1 // every candidate is looked up
+	l, err := Open(cfg)
+	require.NoError(t, err)
+	defer l.Close()
+	mk := func(i int) event.Event {
+		return event.Event{Source: "s", Provider: "p", ProviderEvent: "delivered", Type: event.Delivered,
+			Account: "a", Campaign: "c", Recipient: fmt.Sprint(i), EventTime: time.Now(), ReceivedTime: time.Now()}
+	}
+	// a and c in hash order: a's lookup (found in the newest run) comes
+	// before c's, which reads the older run (c's hash is past b's, the
+	// run's first), and fails.
+	a, b, c := mk(0), mk(1), mk(2)
+	for i := 3; ; i++ {
+		ha, hb, hc := HashEvent(&a), HashEvent(&b), HashEvent(&c)
+		if bytes.Compare(ha[:], hc[:]) < 0 && bytes.Compare(hb[:], hc[:]) < 0 {
+			break
+		}
+		c = mk(i)
+	}
+	ctx := context.Background()
+	_, err = l.AppendCtx(b)
+	require.NoError(t, err)
+	require.NoError(t, l.persistIndex(ctx))
+	_, err = l.AppendCtx(a)
+	require.NoError(t, err)
+	require.NoError(t, l.persistIndex(ctx))
+	l.index.mu.Lock()
+	require.Len(t, l.index.runs, 2)
+	require.NoError(t, l.index.runs[0].f.Close()) // b's run: reads fail
+	l.index.mu.Unlock()
+
+	_, err = l.AppendCtx(a, c)
+	require.Error(t, err)
+	for _, e := range []event.Event{a, c} {
+		_, in := l.index.tail.get(HashEvent(&e))
+		require.False(t, in, "%s", e.Recipient)
 	}
 }

@@ -23,6 +23,15 @@ const tailSpare = 64
 
 func newTailTable() *tailTable { return newTailTableBits(10) }
 
+// newTailTableFor returns a table that holds n entries without growing.
+func newTailTableFor(n int) *tailTable {
+	bits := uint(10)
+	for 1<<bits < 2*n {
+		bits++
+	}
+	return newTailTableBits(bits)
+}
+
 func newTailTableBits(bits uint) *tailTable {
 	return &tailTable{slots: make([]runEnt, 1<<bits+tailSpare), shift: 64 - bits}
 }
@@ -45,7 +54,7 @@ func (t *tailTable) get(h Hash) (uint32, bool) {
 
 // put sets h's expiry (exp > 0).
 func (t *tailTable) put(h Hash, exp uint32) {
-	if 2*(t.n+1) > len(t.slots)-tailSpare {
+	if 2*(t.n+1) > 1<<(64-t.shift) {
 		t.grow()
 	}
 	for {
@@ -62,14 +71,16 @@ func (t *tailTable) put(h Hash, exp uint32) {
 				return
 			}
 		}
-		t.grow() // ran past the spare slots
+		// Ran past the spare slots: more of them, not more home slots,
+		// which would not spread hashes crowded at the top of the range
+		// (doubling for them grew without bound).
+		t.slots = append(t.slots, make([]runEnt, tailSpare)...)
 	}
 }
 
 func (t *tailTable) grow() {
 	old := t.slots
-	bits := 64 - t.shift + 1
-	*t = *newTailTableBits(bits)
+	*t = *newTailTableBits(64 - t.shift + 1)
 	for _, e := range old {
 		if e.exp != 0 {
 			t.put(e.h, e.exp)
