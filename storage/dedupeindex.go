@@ -99,6 +99,10 @@ var (
 	maxRuns = 10
 )
 
+// tailMargin is how far past tailKeys a tail may fill before the
+// committer freezes it (it checks between groups).
+const tailMargin = 1 << 15
+
 const (
 	runMagic  = "MFDEDUP1"
 	runHeader = 48 // magic, count, first, last, maxExp, pad, checksum
@@ -257,9 +261,7 @@ func (x *dedupeIndex) freeze(last uint64, done chan<- error) {
 	x.mu.Lock()
 	x.frozen = append(x.frozen, ft)
 	x.mu.Unlock()
-	// Sized for what the last tail held: a busy log's next tail fills as
-	// much, a quiet one's (frozen by Trim or Close) stays small.
-	x.tail = newTailTableFor(min(ft.keys.len(), x.tailKeys))
+	x.tail = newTailTableFor(x.tailKeys + tailMargin)
 	x.tailFrom = last + 1
 	x.jobs <- ft
 }
@@ -796,6 +798,7 @@ func (l *Log) initTail() error {
 		return nil
 	}
 	x := l.index
+	x.tail = newTailTableFor(x.tailKeys + tailMargin)
 	from := max(x.tailFrom, l.FirstSeq())
 	last := l.lastSeq.Load()
 	if from > last {

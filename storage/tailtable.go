@@ -24,9 +24,10 @@ const tailSpare = 64
 func newTailTable() *tailTable { return newTailTableBits(10) }
 
 // newTailTableFor returns a table that holds n entries without growing.
+// A table is allocated whole, but pages nothing writes to cost no memory.
 func newTailTableFor(n int) *tailTable {
 	bits := uint(10)
-	for 1<<bits < 2*n {
+	for 3<<bits < 4*n {
 		bits++
 	}
 	return newTailTableBits(bits)
@@ -54,7 +55,11 @@ func (t *tailTable) get(h Hash) (uint32, bool) {
 
 // put sets h's expiry (exp > 0).
 func (t *tailTable) put(h Hash, exp uint32) {
-	if 2*(t.n+1) > 1<<(64-t.shift) {
+	// At most three quarters full: probe runs stay a few slots long. A
+	// growth rehashes every entry on the committer (a pause of a tenth of
+	// a second at a million), so the index sizes its tables to hold what
+	// it freezes at (newTailTableFor).
+	if 4*(t.n+1) > 3<<(64-t.shift) {
 		t.grow()
 	}
 	for {
