@@ -78,6 +78,8 @@ type dedupeIndex struct {
 	stopping <-chan struct{} // closed when the log starts to close
 	quit     chan struct{}
 	done     chan struct{} // closed when the writer has exited
+	kick     chan struct{} // a run was written: maintain
+	mdone    chan struct{} // closed when the maintainer has exited
 	runsN    atomic.Int64
 	runsH    atomic.Int64
 }
@@ -137,7 +139,8 @@ func openDedupeIndex(dir string, tailKeys int, logf func(string, ...any)) (*dedu
 		return nil, fmt.Errorf("dedupe index: %w", err)
 	}
 	x := &dedupeIndex{dir: dir, log: logf, tailKeys: tailKeys, tail: newTailTable(),
-		jobs: make(chan *frozenTail, 4), quit: make(chan struct{}), done: make(chan struct{})}
+		jobs: make(chan *frozenTail, 4), quit: make(chan struct{}), done: make(chan struct{}),
+		kick: make(chan struct{}, 1), mdone: make(chan struct{})}
 	names, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("dedupe index: %w", err)
@@ -266,52 +269,63 @@ func (x *dedupeIndex) freeze(last uint64, done chan<- error) {
 	x.jobs <- ft
 }
 
-// writer writes frozen tails as runs, in order, and keeps the runs
-// merged and within the horizon. It exits when jobs is closed.
+// writer writes frozen tails as runs, in order. It exits when jobs is
+// closed. Merges run on maintainer, so that a long one (runs of tens of
+// millions of hashes) holds up no tail, and so no append.
 func (x *dedupeIndex) writer() {
 	defer close(x.done)
+	for ft := range x.jobs {
+		// Runs must cover the log without a gap (Open reads it again
+		// only after the newest run), so a tail that fails is retried
+		// before any later one is written. Later tails wait in jobs,
+		// and then the committer waits in freeze: appends stop while
+		// runs cannot be written (a full or failing disk).
+		err := x.writeTail(ft)
+		for backoff := 100 * time.Millisecond; err != nil && !errors.Is(err, errNotSynced); backoff = min(2*backoff, 10*time.Second) {
+			x.log("dedupe index: a run was not written; retrying", "err", err, "in", backoff)
+			select {
+			case <-time.After(backoff):
+				err = x.writeTail(ft)
+				continue
+			case <-x.quit:
+			}
+			break
+		}
+		if ft.done != nil {
+			ft.done <- err
+		}
+		if err != nil {
+			// Only at Close: the next Open reads the log again from
+			// the newest run on. No later tail may be written.
+			x.log("dedupe index: a run was not written; the next start reads its events again", "err", err)
+			for ft := range x.jobs {
+				if ft.done != nil {
+					ft.done <- err
+				}
+			}
+			return
+		}
+		select {
+		case x.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// maintainer keeps the runs merged and within the horizon: after each
+// run written, and every ten minutes. It exits when quit is closed.
+func (x *dedupeIndex) maintainer() {
+	defer close(x.mdone)
 	tick := time.NewTicker(10 * time.Minute)
 	defer tick.Stop()
 	for {
 		select {
-		case ft, ok := <-x.jobs:
-			if !ok {
-				return
-			}
-			// Runs must cover the log without a gap (Open reads it again
-			// only after the newest run), so a tail that fails is retried
-			// before any later one is written. Later tails wait in jobs,
-			// and then the committer waits in freeze: appends stop while
-			// runs cannot be written (a full or failing disk).
-			err := x.writeTail(ft)
-			for backoff := 100 * time.Millisecond; err != nil && !errors.Is(err, errNotSynced); backoff = min(2*backoff, 10*time.Second) {
-				x.log("dedupe index: a run was not written; retrying", "err", err, "in", backoff)
-				select {
-				case <-time.After(backoff):
-					err = x.writeTail(ft)
-					continue
-				case <-x.quit:
-				}
-				break
-			}
-			if ft.done != nil {
-				ft.done <- err
-			}
-			if err != nil {
-				// Only at Close: the next Open reads the log again from
-				// the newest run on. No later tail may be written.
-				x.log("dedupe index: a run was not written; the next start reads its events again", "err", err)
-				for ft := range x.jobs {
-					if ft.done != nil {
-						ft.done <- err
-					}
-				}
-				return
-			}
-			x.maintain()
+		case <-x.kick:
 		case <-tick.C:
-			x.maintain()
+		case <-x.quit:
+			return
 		}
+		x.maintain()
 	}
 }
 
@@ -403,9 +417,13 @@ func (x *dedupeIndex) maintain() {
 			}
 		}
 		a, b := runs[i], runs[i+1]
-		m, err := mergeRuns(x.dir, a, b, cut)
+		m, err := mergeRuns(x.dir, a, b, cut, x.quit)
 		if err != nil {
-			x.log("dedupe index: merging runs failed", "err", err)
+			select {
+			case <-x.quit: // cut short by Close
+			default:
+				x.log("dedupe index: merging runs failed", "err", err)
+			}
 			return
 		}
 		x.mu.Lock()
@@ -434,6 +452,7 @@ func (x *dedupeIndex) close() {
 	close(x.quit)
 	close(x.jobs)
 	<-x.done
+	<-x.mdone
 	x.mu.Lock()
 	x.closeRuns()
 	x.mu.Unlock()
@@ -697,7 +716,7 @@ func syncDir(dir string) error {
 // the hashes expired at now (the caller leaves the slack the filters
 // leave, against a clock set ahead); a hash in both keeps the later
 // expiry.
-func mergeRuns(dir string, a, b *dedupeRun, now uint32) (*dedupeRun, error) {
+func mergeRuns(dir string, a, b *dedupeRun, now uint32, quit <-chan struct{}) (*dedupeRun, error) {
 	w, err := createRun(dir, min(a.first, b.first), max(a.last, b.last))
 	if err != nil {
 		return nil, err
@@ -713,6 +732,8 @@ func mergeRuns(dir string, a, b *dedupeRun, now uint32) (*dedupeRun, error) {
 				return nil
 			case <-stop:
 				return errors.New("stopped")
+			case <-quit:
+				return errors.New("the log is closing")
 			}
 		})
 	}

@@ -125,7 +125,7 @@ func TestDedupeIndexExpiry(t *testing.T) {
 	require.True(t, has(b, 199))
 	require.False(t, has(c, 80))
 
-	m, err := mergeRuns(dir, r1, r2, 90)
+	m, err := mergeRuns(dir, r1, r2, 90, nil)
 	require.NoError(t, err)
 	defer m.f.Close()
 	require.Equal(t, uint64(1), m.first)
@@ -144,7 +144,7 @@ func TestDedupeIndexOpenAfterCrashedMerge(t *testing.T) {
 	dir := t.TempDir()
 	r1 := writeTestRun(t, dir, 1, 10, []runEnt{{testHash("a"), 50}})
 	r2 := writeTestRun(t, dir, 11, 20, []runEnt{{testHash("b"), 60}})
-	m, err := mergeRuns(dir, r1, r2, 0)
+	m, err := mergeRuns(dir, r1, r2, 0, nil)
 	require.NoError(t, err)
 	require.NoError(t, m.f.Close())
 	writeTestRun(t, dir, 21, 30, []runEnt{{testHash("c"), 70}})

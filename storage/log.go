@@ -211,6 +211,7 @@ func Open(cfg Config) (*Log, error) {
 		return nil, err
 	}
 	go l.index.writer()
+	go l.index.maintainer()
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
