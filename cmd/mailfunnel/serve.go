@@ -135,7 +135,7 @@ func (s *ServeCommand) flags() *flag.FlagSet {
 	fs.IntVar(&s.dedupeFilterMB, "dedupe-filter-mb", 64, "memory for the Bloom filters that spare a new event its dedupe lookup (about 53M events per horizon at 64; more only means more lookups; negative: off)")
 	fs.IntVar(&s.dedupeTailKeys, "dedupe-tail-keys", 1<<20, "hashes of the newest events the dedupe index keeps in memory (about 40 bytes each) before writing them to a run file; after a crash, start-up reads that many events again")
 	fs.StringVar(&s.sourceTZ, "source-tz", "", "time zones of sources whose timestamps carry none, as name=Zone[,name=Zone], e.g. emblue=America/Argentina/Buenos_Aires (default UTC)")
-	fs.Uint64Var(&s.maxLag, "max-lag", 5_000_000, "answer webhooks 503 while the engine is more than this many events behind the log (0: never)")
+	fs.Uint64Var(&s.maxLag, "max-lag", 20_000_000, "answer webhooks 503 while the engine is more than this many events behind the log (0: never); the default holds about a minute of a burst of batches, some 3 GB of log")
 	fs.Uint64Var(&s.readyLag, "ready-lag", 10_000, "/readyz fails while the engine is more than this many events behind")
 	fs.IntVar(&s.maxInFlight, "max-in-flight", 2048, "webhook requests processed at once; more wait up to 1s, then get 503")
 	registerRecipientCache(fs, &s.recipientCache)
