@@ -26,7 +26,9 @@
 // (not the receive time, and not the event time when the provider sent none),
 // so a redelivery counts once. The dedupe index is not in Badger: the
 // hashes of the newest events (up to about a million) are in memory and
-// are rebuilt from the log at Open, older ones are in sorted run files
+// are rebuilt from the log before the first append after Open (a log
+// opened only to be read leaves the index alone), older ones are in
+// sorted run files
 // (dedupeindex.go), written once the log has synced their events and
 // merged as they accumulate. Bloom filters of the stored hashes spare
 // most new events their lookup in the index (dedupefilter.go); they never

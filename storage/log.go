@@ -228,9 +228,10 @@ func Open(cfg Config) (*Log, error) {
 // with OpenBadgerOptions. The error wraps ErrLocked when the directory is
 // held.
 //
-// The log's tables are Snappy-compressed: they hold mostly dedupe keys,
-// random 128-bit hashes that zstd spent CPU on for nothing (log entries
-// over 4 KiB, most of the events, are in the value log, which Badger does
+// The log's tables are Snappy-compressed: zstd spent CPU for little on
+// what they hold (the dedupe keys, random 128-bit hashes, when they were
+// Badger keys; now the entry keys and the entries under 4 KiB; larger
+// entries, most of the events, are in the value log, which Badger does
 // not compress).
 func OpenBadger(dir string, blockCacheMB int, logger *slog.Logger) (*badger.DB, error) {
 	return OpenBadgerOptions(dir, BadgerOptions{BlockCacheMB: blockCacheMB, MemTableMB: 64, Snappy: true}, logger)
