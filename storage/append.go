@@ -451,8 +451,7 @@ func (l *Log) writeGroup(group []*appendReq, sg *stagedGroup) error {
 	for _, r := range group {
 		for i := range r.events {
 			h := r.hashes[i]
-			if !x.inTail(h, unix) {
-				x.add(h, exp)
+			if x.addNew(h, exp, unix) {
 				stored[pos] = true
 				fresh++
 				// Only a hash the filters may hold needs a lookup.

@@ -165,17 +165,19 @@ func openDedupeIndex(dir string, tailKeys int, logf func(string, ...any)) (*dedu
 	slices.SortFunc(x.runs, func(a, b *dedupeRun) int { return cmp.Or(cmp.Compare(a.last, b.last), cmp.Compare(b.first, a.first)) })
 	// A merge writes the merged run before it removes its inputs: an
 	// input that survived a crash is inside the merged run's range.
+	all := slices.Clone(x.runs)
 	kept := x.runs[:0]
-	for _, r := range x.runs {
-		if len(kept) > 0 && r.first <= kept[len(kept)-1].first {
-			// r's range contains the runs before it whose first is not before its own.
-			for len(kept) > 0 && r.first <= kept[len(kept)-1].first {
-				old := kept[len(kept)-1]
-				kept = kept[:len(kept)-1]
-				_ = old.f.Close()
-				if err := os.Remove(old.path); err != nil {
-					return nil, fmt.Errorf("dedupe index: %w", err)
-				}
+	for _, r := range all {
+		// r's range contains the runs before it whose first is not before
+		// its own.
+		for len(kept) > 0 && r.first <= kept[len(kept)-1].first {
+			old := kept[len(kept)-1]
+			kept = kept[:len(kept)-1]
+			_ = old.f.Close()
+			if err := os.Remove(old.path); err != nil {
+				x.runs = all // closes them all, closed ones again: harmless
+				x.closeRuns()
+				return nil, fmt.Errorf("dedupe index: %w", err)
 			}
 		}
 		kept = append(kept, r)
@@ -205,16 +207,9 @@ func (x *dedupeIndex) published() {
 	x.runsH.Store(h)
 }
 
-// inTail reports whether the tail holds h, not expired at now
-// (committer only).
-func (x *dedupeIndex) inTail(h Hash, now uint32) bool {
-	exp, ok := x.tail.get(h)
-	return ok && exp > now
-}
-
 // containsOld reports whether the frozen tails or the runs hold h, not
 // expired at now: the index but its tail, which the committer asks
-// itself (inTail). Safe on several goroutines at once.
+// itself (addNew). Safe on several goroutines at once.
 func (x *dedupeIndex) containsOld(h Hash, now uint32) (bool, error) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
@@ -245,6 +240,10 @@ func (x *dedupeIndex) containsOld(h Hash, now uint32) (bool, error) {
 
 // add records h, stored with expiry exp, in the tail (committer only).
 func (x *dedupeIndex) add(h Hash, exp uint32) { x.tail.put(h, exp) }
+
+// addNew records h with expiry exp in the tail unless the tail holds it,
+// not expired at now, and reports whether it did (committer only).
+func (x *dedupeIndex) addNew(h Hash, exp, now uint32) bool { return !x.tail.insert(h, exp, now) }
 
 // remove takes h out of the tail again: its commit failed (committer only).
 func (x *dedupeIndex) remove(h Hash) { x.tail.remove(h) }
@@ -581,29 +580,55 @@ func (r *dedupeRun) find(h Hash, buf []byte) (uint32, bool, error) {
 	return 0, false, nil
 }
 
-// each calls fn for every entry of the run in order, reading it
-// sequentially, and checks the checksum at the end.
-func (r *dedupeRun) each(fn func(runEnt) error) error {
+// runReader reads a run's entries in order, sequentially, and checks
+// the checksum once they are all read.
+type runReader struct {
+	r    *dedupeRun
+	br   *bufio.Reader
+	sum  *xxh3.Hasher
+	left int
+}
+
+func (r *dedupeRun) reader() *runReader {
 	sec := io.NewSectionReader(r.f, runHeader, int64(r.n*runEntry+8*len(r.sparse)))
-	br := bufio.NewReaderSize(sec, 1<<20)
-	sum := xxh3.New()
-	var b [runEntry]byte
-	for range r.n {
-		if _, err := io.ReadFull(br, b[:]); err != nil {
-			return fmt.Errorf("dedupe index: read %s: %w", filepath.Base(r.path), err)
+	return &runReader{r: r, br: bufio.NewReaderSize(sec, 1<<20), sum: xxh3.New(), left: r.n}
+}
+
+// next returns the next entry; ok is false after the last one, once the
+// checksum is verified (or with the error that it is not).
+func (rr *runReader) next() (e runEnt, ok bool, err error) {
+	name := filepath.Base(rr.r.path)
+	if rr.left == 0 {
+		if _, err := io.Copy(rr.sum, rr.br); err != nil {
+			return e, false, fmt.Errorf("dedupe index: read %s: %w", name, err)
 		}
-		_, _ = sum.Write(b[:])
-		if err := fn(runEnt{Hash(b[:16]), binary.BigEndian.Uint32(b[16:])}); err != nil {
+		if rr.sum.Sum64() != rr.r.sum {
+			return e, false, fmt.Errorf("dedupe index: %s does not match its checksum", name)
+		}
+		return e, false, nil
+	}
+	var b [runEntry]byte
+	if _, err := io.ReadFull(rr.br, b[:]); err != nil {
+		return e, false, fmt.Errorf("dedupe index: read %s: %w", name, err)
+	}
+	_, _ = rr.sum.Write(b[:])
+	rr.left--
+	return runEnt{Hash(b[:16]), binary.BigEndian.Uint32(b[16:])}, true, nil
+}
+
+// each calls fn for every entry of the run in order, and checks the
+// checksum at the end.
+func (r *dedupeRun) each(fn func(runEnt) error) error {
+	rr := r.reader()
+	for {
+		e, ok, err := rr.next()
+		if !ok || err != nil {
+			return err
+		}
+		if err := fn(e); err != nil {
 			return err
 		}
 	}
-	if _, err := io.Copy(sum, br); err != nil {
-		return fmt.Errorf("dedupe index: read %s: %w", filepath.Base(r.path), err)
-	}
-	if sum.Sum64() != r.sum {
-		return fmt.Errorf("dedupe index: %s does not match its checksum", filepath.Base(r.path))
-	}
-	return nil
 }
 
 // runWriter writes a run from entries in hash order.
@@ -715,69 +740,63 @@ func syncDir(dir string) error {
 // mergeRuns writes the union of adjacent runs a and b (a older) without
 // the hashes expired at now (the caller leaves the slack the filters
 // leave, against a clock set ahead); a hash in both keeps the later
-// expiry.
+// expiry. It gives up when quit is closed.
 func mergeRuns(dir string, a, b *dedupeRun, now uint32, quit <-chan struct{}) (*dedupeRun, error) {
 	w, err := createRun(dir, min(a.first, b.first), max(a.last, b.last))
 	if err != nil {
 		return nil, err
 	}
-	ca, cb := make(chan runEnt, 1024), make(chan runEnt, 1024)
-	errs := make(chan error, 2)
-	stop := make(chan struct{})
-	feed := func(r *dedupeRun, ch chan<- runEnt) {
-		defer close(ch)
-		errs <- r.each(func(e runEnt) error {
-			select {
-			case ch <- e:
-				return nil
-			case <-stop:
-				return errors.New("stopped")
-			case <-quit:
-				return errors.New("the log is closing")
-			}
-		})
-	}
-	go feed(a, ca)
-	go feed(b, cb)
-	ea, oka := <-ca
-	eb, okb := <-cb
-	err = nil
-	for (oka || okb) && err == nil {
-		var e runEnt
-		switch c := 0; {
-		case oka && okb:
-			c = bytes.Compare(ea.h[:], eb.h[:])
-			if c == 0 {
-				e = runEnt{ea.h, max(ea.exp, eb.exp)}
-				ea, oka = <-ca
-				eb, okb = <-cb
-			} else if c < 0 {
-				e = ea
-				ea, oka = <-ca
-			} else {
-				e = eb
-				eb, okb = <-cb
-			}
-		case oka:
-			e = ea
-			ea, oka = <-ca
-		default:
-			e = eb
-			eb, okb = <-cb
-		}
-		if e.exp > now {
-			err = w.add(e)
-		}
-	}
-	close(stop)
-	for range ca {
-	}
-	for range cb {
-	}
-	err = errors.Join(err, <-errs, <-errs)
-	if err != nil {
+	fail := func(err error) (*dedupeRun, error) {
 		w.abort()
 		return nil, err
+	}
+	ra, rb := a.reader(), b.reader()
+	ea, oka, err := ra.next()
+	if err != nil {
+		return fail(err)
+	}
+	eb, okb, err := rb.next()
+	if err != nil {
+		return fail(err)
+	}
+	for n := 0; oka || okb; n++ {
+		if n%65536 == 0 {
+			select {
+			case <-quit:
+				return fail(errors.New("dedupe index: merge stopped: the log is closing"))
+			default:
+			}
+		}
+		var e runEnt
+		c := 1 // which runs the entry comes from: -1 a, 1 b, 0 both
+		if oka && okb {
+			c = bytes.Compare(ea.h[:], eb.h[:])
+		} else if oka {
+			c = -1
+		}
+		switch c {
+		case 0:
+			e = runEnt{ea.h, max(ea.exp, eb.exp)}
+		case -1:
+			e = ea
+		default:
+			e = eb
+		}
+		if c <= 0 {
+			if ea, oka, err = ra.next(); err != nil {
+				return fail(err)
+			}
+		}
+		if c >= 0 {
+			if eb, okb, err = rb.next(); err != nil {
+				return fail(err)
+			}
+		}
+		if e.exp > now {
+			if err := w.add(e); err != nil {
+				return fail(err)
+			}
+		}
 	}
 	return w.finish()
 }

@@ -111,7 +111,8 @@ func TestDedupeIndexExpiry(t *testing.T) {
 	has := func(h Hash, now uint32) bool {
 		ok, err := x.containsOld(h, now)
 		require.NoError(t, err)
-		return ok || x.inTail(h, now)
+		e, in := x.tail.get(h)
+		return ok || in && e > now
 	}
 	require.True(t, has(a, 99))
 	require.False(t, has(a, 100))
@@ -216,6 +217,15 @@ func TestTailTableModel(t *testing.T) {
 			case 0:
 				tt.remove(h)
 				delete(model, h)
+			case 1:
+				// insert keeps a live entry and reports it.
+				e, now := uint32(rng.IntN(1000)+1), uint32(rng.IntN(1000))
+				me, ok := model[h]
+				live := ok && me > now
+				require.Equal(t, live, tt.insert(h, e, now))
+				if !live {
+					model[h] = e
+				}
 			default:
 				e := uint32(rng.IntN(1000) + 1)
 				tt.put(h, e)

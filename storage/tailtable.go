@@ -1,6 +1,9 @@
 package storage
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"math"
+)
 
 // tailTable is the dedupe index's tail: a set of (hash, expiry) with
 // linear probing, each hash's home slot taken from its top bits, and no
@@ -54,7 +57,12 @@ func (t *tailTable) get(h Hash) (uint32, bool) {
 }
 
 // put sets h's expiry (exp > 0).
-func (t *tailTable) put(h Hash, exp uint32) {
+func (t *tailTable) put(h Hash, exp uint32) { t.insert(h, exp, math.MaxUint32) }
+
+// insert sets h's expiry to exp (> 0) unless the table holds h with an
+// expiry after now, and reports whether it did: one probe for the
+// committer's "a duplicate, or new and now in the tail".
+func (t *tailTable) insert(h Hash, exp, now uint32) (live bool) {
 	// At most three quarters full: probe runs stay a few slots long. A
 	// growth rehashes every entry on the committer (a pause of a tenth of
 	// a second at a million), so the index sizes its tables to hold what
@@ -69,11 +77,14 @@ func (t *tailTable) put(h Hash, exp uint32) {
 			if s.exp == 0 {
 				*s = runEnt{h, exp}
 				t.n++
-				return
+				return false
 			}
 			if s.h == h {
+				if s.exp > now {
+					return true
+				}
 				s.exp = exp
-				return
+				return false
 			}
 		}
 		// Ran past the spare slots: more of them, not more home slots,
