@@ -322,3 +322,49 @@ func TestDedupeLookupErrorLeavesTail(t *testing.T) {
 		require.False(t, in, "%s", e.Recipient)
 	}
 }
+
+// maintain deletes the runs whose hashes have all expired (an hour of
+// slack past the last expiry), but never the newest run, which records
+// how much of the log the runs cover; past maxRuns it merges.
+func TestDedupeIndexMaintainDropsExpiredRuns(t *testing.T) {
+	defer func(old int) { maxRuns = old }(maxRuns)
+	maxRuns = 10
+	dir := t.TempDir()
+	x, err := openDedupeIndex(dir, 10, func(string, ...any) {})
+	require.NoError(t, err)
+	defer x.closeRuns()
+	now := unixNow()
+	old := now - 2*uint32(expirySlack/time.Second)
+	x.runs = []*dedupeRun{
+		writeTestRun(t, dir, 1, 10, []runEnt{{testHash("a"), old}}),
+		writeTestRun(t, dir, 11, 20, []runEnt{{testHash("b"), now + 100}}),
+		writeTestRun(t, dir, 21, 30, []runEnt{{testHash("c"), now - 10}}), // within the slack
+		writeTestRun(t, dir, 31, 40, []runEnt{{testHash("d"), now + 100}}),
+		writeTestRun(t, dir, 41, 50, []runEnt{{testHash("e"), old}}), // the newest
+	}
+	x.maintain()
+	var lasts []uint64
+	for _, r := range x.runs {
+		lasts = append(lasts, r.last)
+	}
+	require.Equal(t, []uint64{20, 30, 40, 50}, lasts, "the expired run went, the newest stays")
+	names, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Len(t, names, 4)
+
+	maxRuns = 2
+	x.maintain()
+	require.Len(t, x.runs, 2, "merged down to two")
+	var hashes []Hash
+	for _, r := range x.runs {
+		require.NoError(t, r.each(func(e runEnt) error { hashes = append(hashes, e.h); return nil }))
+	}
+	// Merges drop the hashes expired by now minus the slack (e's, merged
+	// into d's run), and keep those within it (c's); the newest run's
+	// range survives in the merged run.
+	require.ElementsMatch(t, []Hash{testHash("b"), testHash("c"), testHash("d")}, hashes)
+	require.EqualValues(t, 50, x.runs[len(x.runs)-1].last)
+	names, err = os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Len(t, names, 2, "replaced and expired run files are removed")
+}

@@ -94,7 +94,8 @@ func (l *Log) Trim(ctx context.Context, upTo uint64, olderThan time.Time) (uint6
 		return 0, err
 	}
 	// The dedupe index's tail lives in memory and is rebuilt from the log
-	// at Open: an event leaves the log only once its hash is in a run.
+	// after a crash: an event leaves the log only once its hash is in a
+	// run.
 	if through > l.index.covered.Load() {
 		if err := l.persistIndex(ctx); err != nil {
 			return 0, err
