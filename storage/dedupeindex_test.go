@@ -28,6 +28,31 @@ func nowEvents(from, to int) []event.Event {
 	return out
 }
 
+func openLog(t *testing.T, cfg storage.Config) *storage.Log {
+	t.Helper()
+	l, err := storage.Open(cfg)
+	require.NoError(t, err)
+	return l
+}
+
+// writeBadgerDedupeKeys stores evs' dedupe keys as builds before the
+// dedupe index did: 'd' + hash, with a TTL.
+func writeBadgerDedupeKeys(t *testing.T, dir string, evs []event.Event) {
+	t.Helper()
+	db, err := storage.OpenBadger(dir, 8, nil)
+	require.NoError(t, err)
+	require.NoError(t, db.Update(func(txn *badger.Txn) error {
+		for i := range evs {
+			h := storage.HashEvent(&evs[i])
+			if err := txn.SetEntry(badger.NewEntry(append([]byte{'d'}, h[:]...), []byte{1}).WithTTL(time.Hour)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+	require.NoError(t, db.Close())
+}
+
 func appendAll(t *testing.T, l *storage.Log, evs []event.Event, batch int) (accepted, dups int) {
 	t.Helper()
 	for i := 0; i < len(evs); i += batch {
@@ -44,8 +69,7 @@ func appendAll(t *testing.T, l *storage.Log, evs []event.Event, batch int) (acce
 func TestDedupeRunsRememberAcrossMergesAndRestarts(t *testing.T) {
 	defer storage.SetDedupeRunSizes(40, 3)()
 	dir := t.TempDir()
-	l, err := storage.Open(storage.DefaultConfig(dir))
-	require.NoError(t, err)
+	l := openLog(t, storage.DefaultConfig(dir))
 	all := nowEvents(0, 600)
 	acc, dups := appendAll(t, l, all, 15)
 	require.Equal(t, 600, acc)
@@ -61,8 +85,7 @@ func TestDedupeRunsRememberAcrossMergesAndRestarts(t *testing.T) {
 	require.Equal(t, 600, dups)
 	require.NoError(t, l.Close())
 
-	l, err = storage.Open(storage.DefaultConfig(dir))
-	require.NoError(t, err)
+	l = openLog(t, storage.DefaultConfig(dir))
 	defer l.Close()
 	st := l.DedupeStats()
 	runs, hashes := st.Runs, int(st.RunHashes)
@@ -79,8 +102,7 @@ func TestDedupeRunsRememberAcrossMergesAndRestarts(t *testing.T) {
 func TestDedupeTailRebuiltAfterCrash(t *testing.T) {
 	dir := t.TempDir()
 	defer storage.SetSkipCloseRun(true)()
-	l, err := storage.Open(storage.DefaultConfig(dir))
-	require.NoError(t, err)
+	l := openLog(t, storage.DefaultConfig(dir))
 	first := nowEvents(0, 50)
 	acc, _ := appendAll(t, l, first, 10)
 	require.Equal(t, 50, acc)
@@ -89,8 +111,7 @@ func TestDedupeTailRebuiltAfterCrash(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, entries, "no run written: the crash path")
 
-	l, err = storage.Open(storage.DefaultConfig(dir))
-	require.NoError(t, err)
+	l = openLog(t, storage.DefaultConfig(dir))
 	acc, dups := appendAll(t, l, append(nowEvents(40, 60), first...), 9)
 	require.Equal(t, 10, acc)
 	require.Equal(t, 60, dups)
@@ -105,8 +126,7 @@ func TestDedupeTailRebuiltAfterCrash(t *testing.T) {
 	require.Equal(t, 60, hashes)
 	require.NoError(t, l.Close())
 
-	l, err = storage.Open(storage.DefaultConfig(dir))
-	require.NoError(t, err)
+	l = openLog(t, storage.DefaultConfig(dir))
 	defer l.Close()
 	require.EqualValues(t, 61, l.FirstSeq())
 	acc, dups = appendAll(t, l, nowEvents(0, 61), 61)
@@ -120,30 +140,16 @@ func TestDedupeTailRebuiltAfterCrash(t *testing.T) {
 // duplicates, and the keys are gone.
 func TestDedupeMigratesBadgerKeys(t *testing.T) {
 	dir := t.TempDir()
-	l, err := storage.Open(storage.DefaultConfig(dir))
-	require.NoError(t, err)
+	l := openLog(t, storage.DefaultConfig(dir))
 	old := nowEvents(0, 30)
 	acc, _ := appendAll(t, l, old, 30)
 	require.Equal(t, 30, acc)
 	require.NoError(t, l.Close())
 	// The older build had no runs, and a 'd' key per stored event.
 	require.NoError(t, os.RemoveAll(filepath.Join(dir, "dedupe")))
-	db, err := storage.OpenBadger(dir, 8, nil)
-	require.NoError(t, err)
-	require.NoError(t, db.Update(func(txn *badger.Txn) error {
-		for i := range old {
-			h := storage.HashEvent(&old[i])
-			k := append([]byte{'d'}, h[:]...)
-			if err := txn.SetEntry(badger.NewEntry(k, []byte{0, 0, 0, 0, 0, 0, 0, byte(i + 1)}).WithTTL(time.Hour)); err != nil {
-				return err
-			}
-		}
-		return nil
-	}))
-	require.NoError(t, db.Close())
+	writeBadgerDedupeKeys(t, dir, old)
 
-	l, err = storage.Open(storage.DefaultConfig(dir))
-	require.NoError(t, err)
+	l = openLog(t, storage.DefaultConfig(dir))
 	st := l.DedupeStats()
 	runs, hashes := st.Runs, int(st.RunHashes)
 	require.Equal(t, 1, runs)
@@ -153,7 +159,7 @@ func TestDedupeMigratesBadgerKeys(t *testing.T) {
 	require.Equal(t, 5, dups)
 	require.NoError(t, l.Close())
 
-	db, err = storage.OpenBadger(dir, 8, nil)
+	db, err := storage.OpenBadger(dir, 8, nil)
 	require.NoError(t, err)
 	defer db.Close()
 	require.NoError(t, db.View(func(txn *badger.Txn) error {
@@ -181,8 +187,7 @@ func TestDedupeRunWriteFailureLeavesNoGap(t *testing.T) {
 				return nil
 			})()
 			dir := t.TempDir()
-			l, err := storage.Open(storage.DefaultConfig(dir))
-			require.NoError(t, err)
+			l := openLog(t, storage.DefaultConfig(dir))
 			all := nowEvents(0, 40)
 			acc, _ := appendAll(t, l, all, 1)
 			require.Equal(t, 40, acc)
@@ -193,8 +198,7 @@ func TestDedupeRunWriteFailureLeavesNoGap(t *testing.T) {
 				require.Zero(t, l.DedupeStats().Runs, "no run after the one that fails")
 			}
 			require.NoError(t, l.Close())
-			l, err = storage.Open(storage.DefaultConfig(dir))
-			require.NoError(t, err)
+			l = openLog(t, storage.DefaultConfig(dir))
 			defer l.Close()
 			acc, dups := appendAll(t, l, all, 40)
 			require.Zero(t, acc)
@@ -207,39 +211,24 @@ func TestDedupeRunWriteFailureLeavesNoGap(t *testing.T) {
 // build again) become a run of the events after the runs; the runs stay.
 func TestDedupeMigrationKeepsRuns(t *testing.T) {
 	dir := t.TempDir()
-	l, err := storage.Open(storage.DefaultConfig(dir))
-	require.NoError(t, err)
+	l := openLog(t, storage.DefaultConfig(dir))
 	all := nowEvents(0, 40)
 	appendAll(t, l, all[:30], 30)
 	require.NoError(t, l.Close()) // run [1,30]
 	// The older build appends 30..34 with their keys.
-	l, err = storage.Open(storage.DefaultConfig(dir))
-	require.NoError(t, err)
+	l = openLog(t, storage.DefaultConfig(dir))
 	defer storage.SetSkipCloseRun(true)()
 	appendAll(t, l, all[30:35], 5)
 	require.NoError(t, l.Close())
-	db, err := storage.OpenBadger(dir, 8, nil)
-	require.NoError(t, err)
-	require.NoError(t, db.Update(func(txn *badger.Txn) error {
-		for i := 30; i < 35; i++ {
-			h := storage.HashEvent(&all[i])
-			if err := txn.SetEntry(badger.NewEntry(append([]byte{'d'}, h[:]...), []byte{1}).WithTTL(time.Hour)); err != nil {
-				return err
-			}
-		}
-		return nil
-	}))
-	require.NoError(t, db.Close())
+	writeBadgerDedupeKeys(t, dir, all[30:35])
 	for range 2 {
-		l, err = storage.Open(storage.DefaultConfig(dir))
-		require.NoError(t, err)
+		l = openLog(t, storage.DefaultConfig(dir))
 		st := l.DedupeStats()
 		require.Equal(t, 2, st.Runs)
 		require.EqualValues(t, 35, st.RunHashes)
 		require.NoError(t, l.Close())
 	}
-	l, err = storage.Open(storage.DefaultConfig(dir))
-	require.NoError(t, err)
+	l = openLog(t, storage.DefaultConfig(dir))
 	defer l.Close()
 	acc, dups := appendAll(t, l, all[:36], 36)
 	require.Equal(t, 1, acc)
@@ -253,8 +242,7 @@ func TestDedupeReaderLeavesIndexAlone(t *testing.T) {
 	serve := storage.DefaultConfig(dir)
 	serve.DedupeHorizon = 30 * 24 * time.Hour
 	restore := storage.SetSkipCloseRun(true)
-	l, err := storage.Open(serve)
-	require.NoError(t, err)
+	l := openLog(t, serve)
 	old := nowEvents(0, 20)
 	for i := range old {
 		old[i].ReceivedTime = time.Now().Add(-10 * 24 * time.Hour)
@@ -262,12 +250,10 @@ func TestDedupeReaderLeavesIndexAlone(t *testing.T) {
 	appendAll(t, l, old, 20)
 	require.NoError(t, l.Close()) // a crash: the tail is not written
 	restore()
-	l, err = storage.Open(storage.DefaultConfig(dir))
-	require.NoError(t, err)
+	l = openLog(t, storage.DefaultConfig(dir))
 	require.Len(t, readAll(t, l, 1), 20)
 	require.NoError(t, l.Close())
-	l, err = storage.Open(serve)
-	require.NoError(t, err)
+	l = openLog(t, serve)
 	defer l.Close()
 	acc, dups := appendAll(t, l, old, 20)
 	require.Zero(t, acc)
