@@ -304,10 +304,14 @@ func (x *dedupeIndex) writer() {
 			}
 			return
 		}
-		select {
-		case x.kick <- struct{}{}:
-		default:
-		}
+		x.kickMaintainer()
+	}
+}
+
+func (x *dedupeIndex) kickMaintainer() {
+	select {
+	case x.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -838,6 +842,10 @@ func (l *Log) initTail() error {
 		return nil
 	}
 	x := l.index
+	// The runs a previous process left may be past maxRuns, or expired
+	// while it was down: the maintainer need not wait for the first run
+	// written (or ten minutes).
+	x.kickMaintainer()
 	x.tail = newTailTableFor(x.tailKeys + tailMargin)
 	from := max(x.tailFrom, l.FirstSeq())
 	last := l.lastSeq.Load()
