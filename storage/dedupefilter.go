@@ -49,11 +49,15 @@ type dedupeFilters struct {
 	ready      bool         // gens hold every live key in the store
 	started    bool         // the scan is started (or not needed)
 	scan       chan scanResult
-	stop       <-chan struct{}
-	wg         *sync.WaitGroup // the Log's: Close waits for the scan
-	log        func(msg string, args ...any)
-	stats      dedupeStats // for DedupeStats, read from other goroutines
-	epoch      time.Time   // the monotonic origin of instants
+	// rescan is set when the scan found a run corrupt: it starts again
+	// once the index has repaired a run since it started (scanRepairs).
+	rescan      bool
+	scanRepairs int64
+	stop        <-chan struct{}
+	wg          *sync.WaitGroup // the Log's: Close waits for the scan
+	log         func(msg string, args ...any)
+	stats       dedupeStats // for DedupeStats, read from other goroutines
+	epoch       time.Time   // the monotonic origin of instants
 }
 
 type dedupeStats struct {
@@ -82,6 +86,9 @@ type DedupeStats struct {
 	// about a million, are in memory and in no run yet.
 	Runs      int
 	RunHashes int64
+	// RunRepairs counts runs found corrupt and written again from the
+	// log's events.
+	RunRepairs int64
 }
 
 // DedupeStats returns the dedupe filters' state and counters.
@@ -89,7 +96,7 @@ func (l *Log) DedupeStats() DedupeStats {
 	st := &l.filters.stats
 	return DedupeStats{Ready: st.ready.Load(), Filters: int(st.filters.Load()), Bytes: st.bytes.Load(),
 		Skipped: st.skipped.Load(), Reads: st.reads.Load(),
-		Runs: int(l.index.runsN.Load()), RunHashes: l.index.runsH.Load()}
+		Runs: int(l.index.runsN.Load()), RunHashes: l.index.runsH.Load(), RunRepairs: l.index.repairs.Load()}
 }
 
 // published updates the gauges of stats after the filter list changed.
@@ -211,8 +218,8 @@ func (d *dedupeFilters) add(h Hash, expiresAt uint64, now instant) {
 // at the first group, takes its result when it is done, and drops the
 // filters whose keys have all expired.
 func (d *dedupeFilters) maintain(x *dedupeIndex, now instant) {
-	if !d.started {
-		d.started = true
+	if !d.started || d.rescan && x.repairs.Load() != d.scanRepairs {
+		d.started, d.rescan = true, false
 		d.startScan(x)
 	}
 	if d.scan != nil {
@@ -220,9 +227,11 @@ func (d *dedupeFilters) maintain(x *dedupeIndex, now instant) {
 		case r := <-d.scan:
 			d.scan = nil
 			if r.err != nil {
-				// Not ready, ever: every candidate is read, as without
-				// filters. Correct, only slower.
-				d.log("dedupe filter: scan of the stored keys failed; every event is looked up in the store", "err", r.err)
+				// Not ready: every candidate is read, as without
+				// filters. Correct, only slower. A corrupt run is
+				// written again from the log, and then scanned.
+				d.rescan = errors.Is(r.err, errRunCorrupt)
+				d.log("dedupe filter: scan of the stored keys failed; every event is looked up in the store", "err", r.err, "scan_again_after_repair", d.rescan)
 				break
 			}
 			d.gens = append(r.gens, d.gens...)
@@ -273,6 +282,7 @@ func (d *dedupeFilters) mergeNewest() {
 // tail Open rebuilt) into filters of its own, on a goroutine; an empty
 // index needs no scan.
 func (d *dedupeFilters) startScan(x *dedupeIndex) {
+	d.scanRepairs = x.repairs.Load()
 	runs, tail, err := x.snapshot()
 	if err != nil {
 		d.log("dedupe filter: the index cannot be read; every event is looked up in it", "err", err)

@@ -8,7 +8,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -82,6 +81,14 @@ type dedupeIndex struct {
 	mdone    chan struct{} // closed when the maintainer has exited
 	runsN    atomic.Int64
 	runsH    atomic.Int64
+	// owned is set once the committer has rebuilt the tail: runs may be
+	// written again from the log (repairRuns) with the serving process's
+	// horizon, not with a reader's (export, rebuild), which must leave
+	// the index alone.
+	owned atomic.Bool
+	// fromLog returns a run's entries from the log's events (Log.runFromLog).
+	fromLog func(first, last uint64, quit <-chan struct{}) ([]runEnt, error)
+	repairs atomic.Int64
 }
 
 // frozenTail is a tail on its way to a run.
@@ -106,10 +113,11 @@ var (
 const tailMargin = 1 << 15
 
 const (
-	runMagic  = "MFDEDUP1"
+	runMagic  = "MFDEDUP2"
 	runHeader = 48 // magic, count, first, last, maxExp, pad, checksum
 	runEntry  = 20 // hash, expiry (uint32 BE)
 	runBlock  = 128
+	runIndex  = 16 // per block: its first hash's 8-byte prefix, its xxh3
 	runSuffix = ".run"
 	// dedupeDirName is the index's directory inside the log's Badger
 	// directory (Badger ignores what it does not name).
@@ -155,6 +163,13 @@ func openDedupeIndex(dir string, tailKeys int, logf func(string, ...any)) (*dedu
 			}
 		case strings.HasSuffix(name, runSuffix):
 			r, err := openRun(path)
+			if errors.Is(err, errRunCorrupt) {
+				// Written again from the log once the committer owns
+				// the index (repairRuns); lookups that need it fail
+				// until then.
+				logf("dedupe index: a run is corrupt", "err", err)
+				err = nil
+			}
 			if err != nil {
 				x.closeRuns()
 				return nil, err
@@ -229,6 +244,9 @@ func (x *dedupeIndex) containsOld(h Hash, now uint32) (bool, error) {
 		}
 		exp, ok, err := r.find(h, buf)
 		if err != nil {
+			if errors.Is(err, errRunCorrupt) {
+				x.kickMaintainer() // to repair it
+			}
 			return false, err
 		}
 		if ok && exp > now {
@@ -360,24 +378,7 @@ func (x *dedupeIndex) writeTail(ft *frozenTail) error {
 			}
 		}
 	}
-	ents := ft.keys.sorted()
-	w, err := createRun(x.dir, ft.first, ft.last)
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		if err := w.add(e); err != nil {
-			w.abort()
-			return err
-		}
-	}
-	if runWriteHook != nil {
-		if err := runWriteHook(ft.first, ft.last); err != nil {
-			w.abort()
-			return err
-		}
-	}
-	r, err := w.finish()
+	r, err := writeRun(x.dir, ft.first, ft.last, ft.keys.sorted())
 	if err != nil {
 		return err
 	}
@@ -390,10 +391,70 @@ func (x *dedupeIndex) writeTail(ft *frozenTail) error {
 	return nil
 }
 
-// maintain drops runs whose hashes have all expired (never the newest:
-// it records what the log need not be read for) and merges runs past
-// maxRuns. Errors are logged: the runs stay as they were, correct.
+// writeRun writes ents (in hash order) as the run covering first..last.
+func writeRun(dir string, first, last uint64, ents []runEnt) (*dedupeRun, error) {
+	w, err := createRun(dir, first, last)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range ents {
+		if err := w.add(e); err != nil {
+			w.abort()
+			return nil, err
+		}
+	}
+	if runWriteHook != nil {
+		if err := runWriteHook(first, last); err != nil {
+			w.abort()
+			return nil, err
+		}
+	}
+	return w.finish()
+}
+
+// repairRuns writes every run marked bad again from the log's events in
+// its range, once the committer owns the index. The new run replaces the
+// file under the same name; the old one's handle closes once no lookup
+// can hold it. A failure is logged and retried at the next maintenance.
+func (x *dedupeIndex) repairRuns() {
+	if !x.owned.Load() {
+		return
+	}
+	x.mu.RLock()
+	var bad []*dedupeRun
+	for _, r := range x.runs {
+		if r.bad.Load() {
+			bad = append(bad, r)
+		}
+	}
+	x.mu.RUnlock()
+	for _, r := range bad {
+		start := time.Now()
+		ents, err := x.fromLog(r.first, r.last, x.quit)
+		var m *dedupeRun
+		if err == nil {
+			m, err = writeRun(x.dir, r.first, r.last, ents)
+		}
+		if err != nil {
+			x.log("dedupe index: writing a corrupt run again from the log failed; lookups that need it fail meanwhile", "run", filepath.Base(r.path), "err", err)
+			continue
+		}
+		x.mu.Lock()
+		x.runs[slices.Index(x.runs, r)] = m
+		x.published()
+		x.mu.Unlock()
+		_ = r.f.Close()
+		x.repairs.Add(1)
+		x.log("dedupe index: a corrupt run was written again from the log", "run", filepath.Base(m.path), "hashes", m.n, "took", time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// maintain writes corrupt runs again (repairRuns), drops runs whose
+// hashes have all expired (never the newest: it records what the log need
+// not be read for) and merges runs past maxRuns. Errors are logged: the
+// runs stay as they were, correct.
 func (x *dedupeIndex) maintain() {
+	x.repairRuns()
 	now := unixNow()
 	cut := uint32(max(int64(now)-int64(expirySlack/time.Second), 0))
 	x.mu.Lock()
@@ -426,6 +487,9 @@ func (x *dedupeIndex) maintain() {
 			case <-x.quit: // cut short by Close
 			default:
 				x.log("dedupe index: merging runs failed", "err", err)
+				if errors.Is(err, errRunCorrupt) {
+					x.kickMaintainer() // to repair it
+				}
 			}
 			return
 		}
@@ -488,18 +552,43 @@ func (x *dedupeIndex) snapshot() (runs []*dedupeRun, tail []runEnt, err error) {
 
 // dedupeRun is one run file:
 //
-//	header: "MFDEDUP1", count u64, first seq u64, last seq u64,
-//	        max expiry u32, 4 zero bytes, xxh3 of what follows u64 (all BE)
-//	count x (hash [16]byte, expiry u32 BE), sorted by hash
-//	ceil(count/runBlock) x the first 8 bytes of every runBlock-th hash
+//	header: "MFDEDUP2", count u64, first seq u64, last seq u64,
+//	        max expiry u32, 4 zero bytes, checksum u64 (all BE)
+//	count x (hash [16]byte, expiry u32 BE), sorted by hash, in blocks of
+//	        runBlock entries
+//	per block: the first 8 bytes of its first hash, the xxh3 of the block
+//
+// The checksum is the xxh3 of the header's first 40 bytes and the index,
+// which Open reads and checks; every read of a block checks the block's
+// own. A lookup reads one block, so a whole-file checksum would be
+// checked only by a scan (before: the filters' scan at start-up), and a
+// corrupt run would answer lookups wrongly until then: a redelivery
+// counted again, or a new event dropped as one.
+//
+// A run found corrupt (at Open, or by any read) is marked bad: lookups
+// that need it fail, so that nothing is acknowledged on a wrong answer,
+// and the maintainer writes it again from the log's events (repairRun).
 type dedupeRun struct {
-	f           *os.File
+	f           *os.File // nil for a run whose header or index is corrupt
 	path        string
 	n           int
 	first, last uint64
 	maxExp      uint32
-	sum         uint64
 	sparse      []uint64
+	sums        []uint64
+	// bad is set when a read finds the run corrupt; shared by the copies
+	// the filters' scan makes.
+	bad *atomic.Bool
+}
+
+// errRunCorrupt is wrapped by the errors of a read that found a run
+// corrupt.
+var errRunCorrupt = errors.New("dedupe run is corrupt")
+
+// corrupt marks r bad and returns the error saying so.
+func (r *dedupeRun) corrupt(what string) error {
+	r.bad.Store(true)
+	return fmt.Errorf("dedupe index: %s: %s: %w (it is written again from the log)", filepath.Base(r.path), what, errRunCorrupt)
 }
 
 func runName(first, last uint64) string { return fmt.Sprintf("%016x-%016x%s", first, last, runSuffix) }
@@ -518,15 +607,25 @@ func parseRunHeader(h []byte, size int64) (n int, first, last uint64, maxExp uin
 		return 0, 0, 0, 0, 0, fmt.Errorf("dedupe run claims %d hashes in %d bytes", cnt, size)
 	}
 	n = int(cnt)
-	if want := int64(runHeader + n*runEntry + 8*blocksOf(n)); want != size || first > last {
+	if want := int64(runHeader + n*runEntry + runIndex*blocksOf(n)); want != size || first > last {
 		return 0, 0, 0, 0, 0, fmt.Errorf("dedupe run of %d hashes is %d bytes, want %d", n, size, want)
 	}
 	return n, first, last, maxExp, sum, nil
 }
 
-// openRun opens a run and reads its header and sparse index. The hashes
-// are checked against the checksum by the filters' scan, which reads them
-// all anyway.
+// parseRunName returns the range of sequences a run's file name says it
+// covers.
+func parseRunName(name string) (first, last uint64, ok bool) {
+	var suffix string
+	if n, err := fmt.Sscanf(name, "%016x-%016x%s", &first, &last, &suffix); n != 3 || err != nil || suffix != runSuffix || runName(first, last) != name {
+		return 0, 0, false
+	}
+	return first, last, first <= last
+}
+
+// openRun opens a run and reads and checks its header and index. A run
+// whose header or index is corrupt but whose name gives its range opens
+// bad (without a file), for the maintainer to write again.
 func openRun(path string) (*dedupeRun, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -535,7 +634,13 @@ func openRun(path string) (*dedupeRun, error) {
 	r, err := readRun(f, path)
 	if err != nil {
 		_ = f.Close()
-		return nil, fmt.Errorf("dedupe index: %s: %w", filepath.Base(path), err)
+		first, last, ok := parseRunName(filepath.Base(path))
+		if !ok {
+			return nil, fmt.Errorf("dedupe index: %s: %w", filepath.Base(path), err)
+		}
+		// maxExp unknown: never taken for expired.
+		r = &dedupeRun{path: path, first: first, last: last, maxExp: math.MaxUint32, bad: new(atomic.Bool)}
+		return r, r.corrupt(err.Error())
 	}
 	return r, nil
 }
@@ -553,29 +658,56 @@ func readRun(f *os.File, path string) (*dedupeRun, error) {
 	if err != nil {
 		return nil, err
 	}
-	sp := make([]byte, 8*blocksOf(n))
-	if _, err := f.ReadAt(sp, int64(runHeader+n*runEntry)); err != nil {
+	idx := make([]byte, runIndex*blocksOf(n))
+	if _, err := f.ReadAt(idx, int64(runHeader+n*runEntry)); err != nil {
 		return nil, err
 	}
-	r := &dedupeRun{f: f, path: path, n: n, first: first, last: last, maxExp: maxExp, sum: sum, sparse: make([]uint64, blocksOf(n))}
+	d := xxh3.New()
+	_, _ = d.Write(h[:40])
+	_, _ = d.Write(idx)
+	if d.Sum64() != sum {
+		return nil, errors.New("header and index do not match their checksum")
+	}
+	r := &dedupeRun{f: f, path: path, n: n, first: first, last: last, maxExp: maxExp,
+		sparse: make([]uint64, blocksOf(n)), sums: make([]uint64, blocksOf(n)), bad: new(atomic.Bool)}
 	for i := range r.sparse {
-		r.sparse[i] = binary.BigEndian.Uint64(sp[8*i:])
+		r.sparse[i] = binary.BigEndian.Uint64(idx[runIndex*i:])
+		r.sums[i] = binary.BigEndian.Uint64(idx[runIndex*i+8:])
 	}
 	return r, nil
 }
 
+// readBlock reads block b into buf and checks it.
+func (r *dedupeRun) readBlock(b int, buf []byte) ([]byte, error) {
+	if r.f == nil || r.bad.Load() {
+		return nil, r.corrupt("marked corrupt")
+	}
+	cnt := min(runBlock, r.n-b*runBlock)
+	blk := buf[:cnt*runEntry]
+	if _, err := r.f.ReadAt(blk, int64(runHeader+b*runBlock*runEntry)); err != nil {
+		return nil, fmt.Errorf("dedupe index: read %s: %w", filepath.Base(r.path), err)
+	}
+	if xxh3.Hash(blk) != r.sums[b] {
+		return nil, r.corrupt(fmt.Sprintf("block %d does not match its checksum", b))
+	}
+	return blk, nil
+}
+
 // find returns h's expiry if the run holds it. buf holds a block.
 func (r *dedupeRun) find(h Hash, buf []byte) (uint32, bool, error) {
+	if r.f == nil || r.bad.Load() {
+		return 0, false, r.corrupt("marked corrupt")
+	}
 	p := binary.BigEndian.Uint64(h[:8])
 	// Hashes with prefix p are in the last block starting below p, or in
 	// blocks starting at p.
 	i := sort.Search(len(r.sparse), func(i int) bool { return r.sparse[i] >= p })
 	for b := max(i-1, 0); b < len(r.sparse) && (b < i || r.sparse[b] == p); b++ {
-		cnt := min(runBlock, r.n-b*runBlock)
-		blk := buf[:cnt*runEntry]
-		if _, err := r.f.ReadAt(blk, int64(runHeader+b*runBlock*runEntry)); err != nil {
-			return 0, false, fmt.Errorf("dedupe index: read %s: %w", filepath.Base(r.path), err)
+		blk, err := r.readBlock(b, buf)
+		if err != nil {
+			return 0, false, err
 		}
+		cnt := len(blk) / runEntry
 		j := sort.Search(cnt, func(j int) bool { return bytes.Compare(blk[j*runEntry:j*runEntry+16], h[:]) >= 0 })
 		if j < cnt && bytes.Equal(blk[j*runEntry:j*runEntry+16], h[:]) {
 			return binary.BigEndian.Uint32(blk[j*runEntry+16:]), true, nil
@@ -584,44 +716,41 @@ func (r *dedupeRun) find(h Hash, buf []byte) (uint32, bool, error) {
 	return 0, false, nil
 }
 
-// runReader reads a run's entries in order, sequentially, and checks
-// the checksum once they are all read.
+// runReader reads a run's entries in order, a block at a time, checking
+// each block.
 type runReader struct {
 	r    *dedupeRun
-	br   *bufio.Reader
-	sum  *xxh3.Hasher
-	left int
+	buf  []byte
+	blk  []byte // the rest of the current block
+	blkN int    // the next block to read
 }
 
 func (r *dedupeRun) reader() *runReader {
-	sec := io.NewSectionReader(r.f, runHeader, int64(r.n*runEntry+8*len(r.sparse)))
-	return &runReader{r: r, br: bufio.NewReaderSize(sec, 1<<20), sum: xxh3.New(), left: r.n}
+	return &runReader{r: r, buf: make([]byte, runBlock*runEntry)}
 }
 
-// next returns the next entry; ok is false after the last one, once the
-// checksum is verified (or with the error that it is not).
+// next returns the next entry; ok is false after the last one (or with
+// the error that a block could not be read or is corrupt).
 func (rr *runReader) next() (e runEnt, ok bool, err error) {
-	name := filepath.Base(rr.r.path)
-	if rr.left == 0 {
-		if _, err := io.Copy(rr.sum, rr.br); err != nil {
-			return e, false, fmt.Errorf("dedupe index: read %s: %w", name, err)
+	if len(rr.blk) == 0 {
+		if rr.r.f == nil || rr.r.bad.Load() {
+			return e, false, rr.r.corrupt("marked corrupt")
 		}
-		if rr.sum.Sum64() != rr.r.sum {
-			return e, false, fmt.Errorf("dedupe index: %s does not match its checksum", name)
+		if rr.blkN == len(rr.r.sparse) {
+			return e, false, nil
 		}
-		return e, false, nil
+		if rr.blk, err = rr.r.readBlock(rr.blkN, rr.buf); err != nil {
+			return e, false, err
+		}
+		rr.blkN++
 	}
-	var b [runEntry]byte
-	if _, err := io.ReadFull(rr.br, b[:]); err != nil {
-		return e, false, fmt.Errorf("dedupe index: read %s: %w", name, err)
-	}
-	_, _ = rr.sum.Write(b[:])
-	rr.left--
+	b := rr.blk[:runEntry]
+	rr.blk = rr.blk[runEntry:]
 	return runEnt{Hash(b[:16]), binary.BigEndian.Uint32(b[16:])}, true, nil
 }
 
-// each calls fn for every entry of the run in order, and checks the
-// checksum at the end.
+// each calls fn for every entry of the run in order, checking each block
+// before its entries.
 func (r *dedupeRun) each(fn func(runEnt) error) error {
 	rr := r.reader()
 	for {
@@ -640,11 +769,11 @@ type runWriter struct {
 	dir, tmp    string
 	f           *os.File
 	w           *bufio.Writer
-	sum         *xxh3.Hasher
+	blk         *xxh3.Hasher // of the current block
 	n           int
 	first, last uint64
 	maxExp      uint32
-	sparse      []uint64
+	index       []byte
 	prev        Hash
 }
 
@@ -654,7 +783,7 @@ func createRun(dir string, first, last uint64) (*runWriter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dedupe index: %w", err)
 	}
-	w := &runWriter{dir: dir, tmp: tmp, f: f, w: bufio.NewWriterSize(f, 1<<20), sum: xxh3.New(), first: first, last: last}
+	w := &runWriter{dir: dir, tmp: tmp, f: f, w: bufio.NewWriterSize(f, 1<<20), blk: xxh3.New(), first: first, last: last}
 	if _, err := w.w.Write(make([]byte, runHeader)); err != nil {
 		w.abort()
 		return nil, fmt.Errorf("dedupe index: %w", err)
@@ -667,12 +796,13 @@ func (w *runWriter) add(e runEnt) error {
 		return errors.New("dedupe index: run entries out of order")
 	}
 	if w.n%runBlock == 0 {
-		w.sparse = append(w.sparse, binary.BigEndian.Uint64(e.h[:8]))
+		w.endBlock()
+		w.index = append(w.index, e.h[:8]...)
 	}
 	var b [runEntry]byte
 	copy(b[:], e.h[:])
 	binary.BigEndian.PutUint32(b[16:], e.exp)
-	_, _ = w.sum.Write(b[:])
+	_, _ = w.blk.Write(b[:])
 	if _, err := w.w.Write(b[:]); err != nil {
 		return fmt.Errorf("dedupe index: %w", err)
 	}
@@ -680,6 +810,14 @@ func (w *runWriter) add(e runEnt) error {
 	w.n++
 	w.maxExp = max(w.maxExp, e.exp)
 	return nil
+}
+
+// endBlock records the checksum of the block written so far, if any.
+func (w *runWriter) endBlock() {
+	if w.n > 0 {
+		w.index = binary.BigEndian.AppendUint64(w.index, w.blk.Sum64())
+		w.blk.Reset()
+	}
 }
 
 func (w *runWriter) abort() {
@@ -694,13 +832,9 @@ func (w *runWriter) finish() (*dedupeRun, error) {
 		w.abort()
 		return nil, fmt.Errorf("dedupe index: %w", err)
 	}
-	var b [8]byte
-	for _, p := range w.sparse {
-		binary.BigEndian.PutUint64(b[:], p)
-		_, _ = w.sum.Write(b[:])
-		if _, err := w.w.Write(b[:]); err != nil {
-			return fail(err)
-		}
+	w.endBlock()
+	if _, err := w.w.Write(w.index); err != nil {
+		return fail(err)
 	}
 	if err := w.w.Flush(); err != nil {
 		return fail(err)
@@ -711,7 +845,10 @@ func (w *runWriter) finish() (*dedupeRun, error) {
 	binary.BigEndian.PutUint64(h[16:], w.first)
 	binary.BigEndian.PutUint64(h[24:], w.last)
 	binary.BigEndian.PutUint32(h[32:], w.maxExp)
-	binary.BigEndian.PutUint64(h[40:], w.sum.Sum64())
+	d := xxh3.New()
+	_, _ = d.Write(h[:40])
+	_, _ = d.Write(w.index)
+	binary.BigEndian.PutUint64(h[40:], d.Sum64())
 	if _, err := w.f.WriteAt(h, 0); err != nil {
 		return fail(err)
 	}
@@ -821,6 +958,7 @@ func (l *Log) openIndex() error {
 		return err
 	}
 	x.stopping = l.stop
+	x.fromLog = l.runFromLog
 	x.synced = func(seq uint64) (bool, <-chan struct{}) {
 		ch := l.Changed()
 		return l.durable.Load() >= seq, ch
@@ -842,9 +980,10 @@ func (l *Log) initTail() error {
 		return nil
 	}
 	x := l.index
-	// The runs a previous process left may be past maxRuns, or expired
-	// while it was down: the maintainer need not wait for the first run
-	// written (or ten minutes).
+	x.owned.Store(true)
+	// The runs a previous process left may be past maxRuns, expired while
+	// it was down, or corrupt: the maintainer need not wait for the first
+	// run written (or ten minutes).
 	x.kickMaintainer()
 	x.tail = newTailTableFor(x.tailKeys + tailMargin)
 	from := max(x.tailFrom, l.FirstSeq())
@@ -855,13 +994,9 @@ func (l *Log) initTail() error {
 	}
 	start := time.Now()
 	now := uint64(max(start.Unix(), 0))
-	horizon := l.cfg.DedupeHorizon
 	n := 0
 	err := l.scanFrom(context.Background(), from, event.DecodeView, func(e *event.Event) error {
-		// Stored at about its receive time: the hash expires a horizon
-		// after it, as it would have in the run.
-		exp := uint64(max(e.ReceivedTime.Add(horizon).Unix(), 0)) + 1
-		if exp > now {
+		if exp := l.storedExpiry(e); exp > now {
 			x.add(HashEvent(e), expiryOf(exp))
 			n++
 		}
@@ -877,6 +1012,63 @@ func (l *Log) initTail() error {
 	l.tailBuilt = true
 	l.log.Info("dedupe index: tail rebuilt from the log", "from_seq", from, "events", last-from+1, "hashes", n, "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// storedExpiry is when the hash of a stored event leaves the index: it was
+// stored at about its receive time, so a horizon after that, as it
+// would have in the run.
+func (l *Log) storedExpiry(e *event.Event) uint64 {
+	return uint64(max(e.ReceivedTime.Add(l.cfg.DedupeHorizon).Unix(), 0)) + 1
+}
+
+// runFromLog returns the entries of a run covering first..last written
+// again from the log's events: their hashes, in hash order, without those
+// expired. Events that retention removed are gone, and are said to be.
+func (l *Log) runFromLog(first, last uint64, quit <-chan struct{}) ([]runEnt, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-quit:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	from := max(first, l.FirstSeq())
+	if from > first {
+		l.log.Warn("dedupe index: retention removed events of a corrupt run; their redeliveries will not be recognised", "from_seq", first, "to_seq", min(from-1, last))
+	}
+	now := uint64(max(time.Now().Unix(), 0))
+	var ents []runEnt
+	if from <= last {
+		err := l.scanFrom(ctx, from, event.DecodeView, func(e *event.Event) error {
+			if e.Seq > last {
+				return ErrStop
+			}
+			if exp := l.storedExpiry(e); exp > now {
+				ents = append(ents, runEnt{HashEvent(e), expiryOf(exp)})
+			}
+			if e.Seq == last {
+				return ErrStop
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	slices.SortFunc(ents, func(a, b runEnt) int { return bytes.Compare(a.h[:], b.h[:]) })
+	// The same event stored twice (its first copy had expired from the
+	// index): one entry, the later expiry.
+	out := ents[:0]
+	for _, e := range ents {
+		if n := len(out); n > 0 && out[n-1].h == e.h {
+			out[n-1].exp = max(out[n-1].exp, e.exp)
+			continue
+		}
+		out = append(out, e)
+	}
+	return out, nil
 }
 
 // migrateDedupeKeys writes the Badger dedupe keys of an older build's

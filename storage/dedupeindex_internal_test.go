@@ -368,3 +368,56 @@ func TestDedupeIndexMaintainDropsExpiredRuns(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, names, 2, "replaced and expired run files are removed")
 }
+
+// Every byte of a run is covered by a checksum: flipped, it is found
+// corrupt when the run opens or when a read reaches it, and a lookup of
+// a hash in a corrupt block fails instead of answering.
+func TestRunDetectsEveryCorruptByte(t *testing.T) {
+	dir := t.TempDir()
+	var ents []runEnt
+	for i := range 300 { // three blocks, the last one short
+		ents = append(ents, runEnt{testHash(fmt.Sprint(i)), uint32(1000 + i)})
+	}
+	slices.SortFunc(ents, func(a, b runEnt) int { return bytes.Compare(a.h[:], b.h[:]) })
+	r := writeTestRun(t, dir, 7, 9, ents)
+	good, err := os.ReadFile(r.path)
+	require.NoError(t, err)
+	buf := make([]byte, runBlock*runEntry)
+	for off := range good {
+		b := slices.Clone(good)
+		b[off] ^= 0x10
+		path := filepath.Join(t.TempDir(), runName(7, 9))
+		require.NoError(t, os.WriteFile(path, b, 0o644))
+		c, err := openRun(path)
+		if err != nil {
+			require.ErrorIs(t, err, errRunCorrupt, "byte %d", off)
+			require.True(t, c.bad.Load())
+			require.EqualValues(t, 7, c.first)
+			require.EqualValues(t, 9, c.last)
+			_, _, err = c.find(ents[0].h, buf)
+			require.ErrorIs(t, err, errRunCorrupt)
+			continue
+		}
+		require.GreaterOrEqual(t, off, runHeader, "a header byte is checked at open")
+		require.ErrorIs(t, c.each(func(runEnt) error { return nil }), errRunCorrupt, "byte %d", off)
+		require.True(t, c.bad.Load())
+		_ = c.f.Close()
+
+		// A fresh handle: the lookup of a hash in the flipped block fails
+		// (that hash's own bytes may be the flipped ones).
+		c, err = openRun(path)
+		require.NoError(t, err)
+		blk := (off - runHeader) / runEntry / runBlock
+		_, _, err = c.find(ents[blk*runBlock].h, buf)
+		require.ErrorIs(t, err, errRunCorrupt, "byte %d", off)
+		_ = c.f.Close()
+	}
+	// A name that gives no range cannot be repaired: refused.
+	bad := slices.Clone(good)
+	bad[0] ^= 1
+	path := filepath.Join(t.TempDir(), "x.run")
+	require.NoError(t, os.WriteFile(path, bad, 0o644))
+	_, err = openRun(path)
+	require.Error(t, err)
+	require.NotErrorIs(t, err, errRunCorrupt)
+}

@@ -124,6 +124,79 @@ func TestDedupeRunsLeftPastMaxRunsAreMerged(t *testing.T) {
 	require.Equal(t, 600, dups)
 }
 
+// flipRunByte flips a bit of byte off of the i-th run file (by name).
+func flipRunByte(t *testing.T, dir string, i int, off int64) {
+	t.Helper()
+	runs, err := filepath.Glob(filepath.Join(dir, "dedupe", "*.run"))
+	require.NoError(t, err)
+	require.Greater(t, len(runs), i)
+	f, err := os.OpenFile(runs[i], os.O_RDWR, 0)
+	require.NoError(t, err)
+	defer f.Close()
+	b := []byte{0}
+	_, err = f.ReadAt(b, off)
+	require.NoError(t, err)
+	b[0] ^= 0x20
+	_, err = f.WriteAt(b, off)
+	require.NoError(t, err)
+}
+
+// A run found corrupt, at Open (its header) or by a lookup (a block), is
+// written again from the log: appends that need it fail meanwhile (never
+// a wrong answer), and then every redelivery is known again. A log only
+// read leaves the corrupt run as it is.
+func TestDedupeCorruptRunIsWrittenAgainFromTheLog(t *testing.T) {
+	defer storage.SetDedupeRunSizes(40, 100)()
+	dir := t.TempDir()
+	l := openLog(t, storage.DefaultConfig(dir))
+	all := nowEvents(0, 200)
+	acc, _ := appendAll(t, l, all, 10)
+	require.Equal(t, 200, acc)
+	require.NoError(t, l.Close())
+	before := l.DedupeStats()
+	require.Greater(t, before.Runs, 2)
+
+	flipRunByte(t, dir, 0, 20)    // the first run's header: found at Open
+	flipRunByte(t, dir, 1, 48+30) // the second run's first block: found by a lookup
+	// Read only (as export and rebuild open it): nothing is written.
+	l = openLog(t, storage.DefaultConfig(dir))
+	n := 0
+	require.NoError(t, l.ReadFrom(context.Background(), 1, func(*event.Event) error { n++; return nil }))
+	require.Equal(t, 200, n)
+	require.NoError(t, l.Close())
+	require.Zero(t, l.DedupeStats().RunRepairs)
+
+	l = openLog(t, storage.DefaultConfig(dir))
+	defer l.Close()
+	failed := 0
+	var res storage.Result
+	require.Eventually(t, func() bool {
+		// Redeliveries: answered only when the whole index can answer.
+		var err error
+		res, err = l.Append(context.Background(), append([]event.Event(nil), all...))
+		if err != nil {
+			failed++
+		}
+		return err == nil
+	}, 10*time.Second, 5*time.Millisecond)
+	require.Zero(t, res.Accepted)
+	require.Equal(t, 200, res.Duplicates)
+	st := l.DedupeStats()
+	require.EqualValues(t, 2, st.RunRepairs)
+	require.Equal(t, before.RunHashes, st.RunHashes)
+	t.Logf("appends failed before the repair: %d", failed)
+	acc, dups := appendAll(t, l, nowEvents(195, 210), 5)
+	require.Equal(t, 10, acc)
+	require.Equal(t, 5, dups)
+	// The filters' scan, which met a corrupt run, runs again after the
+	// repairs.
+	require.Eventually(t, func() bool {
+		_, err := l.Append(context.Background(), nowEvents(300, 301))
+		require.NoError(t, err)
+		return l.DedupeStats().Ready
+	}, 10*time.Second, 5*time.Millisecond)
+}
+
 // A process that dies leaves its tail unwritten: Open rebuilds it from
 // the log, and a Trim writes it before the events leave the log.
 func TestDedupeTailRebuiltAfterCrash(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"time"
 
@@ -32,12 +33,20 @@ func (r *RebuildCommand) Run(ctx context.Context, args []string) error {
 	r.rules.register(fs)
 	cache := 0
 	registerRecipientCache(fs, &cache)
+	debugAddr := fs.String("debug-addr", "", "address for Go's profiling endpoints (/debug/pprof/) while the rebuild runs, without authentication: keep it on loopback (default: off)")
 	if err := parseFlags(fs, args, r.main.Getenv); err != nil {
 		return err
 	}
 	if err := checkRecipientCache(cache); err != nil {
 		return err
 	}
+	// A rebuild of a large log runs for minutes: its profile is how an
+	// operator sees where they go.
+	_, stopDebug, err := startDebug(*debugAddr, slog.New(slog.NewTextHandler(r.main.Stderr, nil)))
+	if err != nil {
+		return err
+	}
+	defer stopDebug()
 	r.data.applyMemoryLimit(r.main.Getenv)
 	log, err := storage.Open(storage.DefaultConfig(r.data.logDir()))
 	if errors.Is(err, storage.ErrLocked) {

@@ -327,26 +327,12 @@ func (s *ServeCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", s.addr, err)
 	}
-	debugAddr := ""
-	if s.debugAddr != "" {
-		dln, err := net.Listen("tcp", s.debugAddr)
-		if err != nil {
-			ln.Close()
-			return fmt.Errorf("--debug-addr: listen on %s: %w", s.debugAddr, err)
-		}
-		dbg := debugServer()
-		debugAddr = dln.Addr().String()
-		if ip := dln.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() {
-			logger.Warn("the profiling endpoints are not on loopback: anyone who reaches them can read the process's memory profile and arguments", "addr", debugAddr)
-		}
-		logger.Info("profiling endpoints listening", "addr", debugAddr, "path", "/debug/pprof/")
-		go func() {
-			if err := dbg.Serve(dln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				logger.Warn("profiling endpoints", "err", err)
-			}
-		}()
-		defer dbg.Close()
+	debugAddr, stopDebug, err := startDebug(s.debugAddr, logger)
+	if err != nil {
+		ln.Close()
+		return err
 	}
+	defer stopDebug()
 	if err := writeServerInfo(s.data.dir, ln.Addr().String(), debugAddr); err != nil {
 		logger.Warn("write server info", "err", err)
 	}
@@ -462,14 +448,34 @@ const serverInfoFile = "server.json"
 // debugServer serves Go's profiling endpoints (net/http/pprof), for
 // --debug-addr. They are kept off the API's listener: they need no token,
 // and a CPU profile holds a connection for its whole duration.
-func debugServer() *http.Server {
+// startDebug serves Go's profiling endpoints on addr (--debug-addr; ""
+// serves nothing) and returns the address it listens on and how to stop.
+func startDebug(addr string, logger *slog.Logger) (string, func(), error) {
+	if addr == "" {
+		return "", func() {}, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", nil, fmt.Errorf("--debug-addr: listen on %s: %w", addr, err)
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	addr = ln.Addr().String()
+	if ip := ln.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() {
+		logger.Warn("the profiling endpoints are not on loopback: anyone who reaches them can read the process's memory profile and arguments", "addr", addr)
+	}
+	logger.Info("profiling endpoints listening", "addr", addr, "path", "/debug/pprof/")
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Warn("profiling endpoints", "err", err)
+		}
+	}()
+	return addr, func() { _ = srv.Close() }, nil
 }
 
 // writeServerInfo records where the running server listens, so that
@@ -529,6 +535,8 @@ func registerEngineMetrics(reg *prometheus.Registry, log *storage.Log, eng *engi
 			func() float64 { return float64(log.DedupeStats().Runs) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mailfunnel_dedupe_run_hashes", Help: "Event hashes in the dedupe index's run files (the newest, up to about a million, are in memory only)."},
 			func() float64 { return float64(log.DedupeStats().RunHashes) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mailfunnel_dedupe_run_repairs_total", Help: "Dedupe run files found corrupt (by their checksums) and written again from the log."},
+			func() float64 { return float64(log.DedupeStats().RunRepairs) }),
 	)
 }
 
