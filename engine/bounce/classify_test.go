@@ -202,6 +202,9 @@ func TestNormalize(t *testing.T) {
 		{"host mx.example.com[192.0.2.1] said: 550 no", "host x said: 550 no"},
 		{"host cx.example.org not found", "host cx.example.org not found"},
 		{"To best protect our users from spam, the message has been blocked.", ", the message has been blocked."},
+		// Capitals that lower to a folded letter (found by FuzzNormalize).
+		{"GROẞE Mailbox", "grosse mailbox"},
+		{"Åse", "ase"},
 	}
 	for _, tc := range cases {
 		if got := bounce.Normalize(tc.in); got != tc.want {

@@ -123,12 +123,16 @@ func fold(text string) string {
 			continue
 		}
 		lineStart = false
+		// Lower-cased first: a capital the table does not name may
+		// lower to a letter it does ('ẞ' to 'ß', the Ångström sign to
+		// 'å'), and the result must not fold again.
+		r = unicode.ToLower(r)
 		if rep, ok := foldRune(r); ok {
 			b.WriteString(rep)
 			space = false
 			continue
 		}
-		b.WriteRune(unicode.ToLower(r))
+		b.WriteRune(r)
 		space = false
 	}
 	s := b.String()
