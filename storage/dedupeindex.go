@@ -87,8 +87,12 @@ type dedupeIndex struct {
 	// the index alone.
 	owned atomic.Bool
 	// fromLog returns a run's entries from the log's events (Log.runFromLog).
-	fromLog func(first, last uint64, quit <-chan struct{}) ([]runEnt, error)
+	fromLog func(first, last uint64, cut uint32, quit <-chan struct{}) ([]runEnt, error)
 	repairs atomic.Int64
+	// repairAt and repairWait pace the repairs that fail (maintainer
+	// only): a repair reads the run's whole range of the log.
+	repairAt   time.Time
+	repairWait time.Duration
 }
 
 // frozenTail is a tail on its way to a run.
@@ -182,20 +186,36 @@ func openDedupeIndex(dir string, tailKeys int, logf func(string, ...any)) (*dedu
 	// input that survived a crash is inside the merged run's range.
 	all := slices.Clone(x.runs)
 	kept := x.runs[:0]
+	remove := func(r *dedupeRun) error {
+		_ = r.f.Close()
+		if err := os.Remove(r.path); err != nil {
+			x.runs = all // closes them all, closed ones again: harmless
+			x.closeRuns()
+			return fmt.Errorf("dedupe index: %w", err)
+		}
+		return nil
+	}
 	for _, r := range all {
 		// r's range contains the runs before it whose first is not before
 		// its own.
-		for len(kept) > 0 && r.first <= kept[len(kept)-1].first {
-			old := kept[len(kept)-1]
-			kept = kept[:len(kept)-1]
-			_ = old.f.Close()
-			if err := os.Remove(old.path); err != nil {
-				x.runs = all // closes them all, closed ones again: harmless
-				x.closeRuns()
-				return nil, fmt.Errorf("dedupe index: %w", err)
+		i := len(kept)
+		for i > 0 && r.first <= kept[i-1].first {
+			i--
+		}
+		if r.bad.Load() && covers(kept[i:], r.first, r.last) {
+			// A corrupt merged run whose inputs are all there, intact:
+			// the inputs stay.
+			if err := remove(r); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		for _, old := range kept[i:] {
+			if err := remove(old); err != nil {
+				return nil, err
 			}
 		}
-		kept = append(kept, r)
+		kept = append(kept[:i], r)
 	}
 	x.runs = kept
 	if n := len(x.runs); n > 0 {
@@ -204,6 +224,19 @@ func openDedupeIndex(dir string, tailKeys int, logf func(string, ...any)) (*dedu
 	x.tailFrom = x.covered.Load() + 1
 	x.published()
 	return x, nil
+}
+
+// covers reports whether runs (in order) cover first..last without a gap,
+// each intact.
+func covers(runs []*dedupeRun, first, last uint64) bool {
+	next := first
+	for _, r := range runs {
+		if r.bad.Load() || r.first != next {
+			return false
+		}
+		next = r.last + 1
+	}
+	return len(runs) > 0 && next == last+1
 }
 
 func (x *dedupeIndex) closeRuns() {
@@ -339,14 +372,19 @@ func (x *dedupeIndex) maintainer() {
 	defer close(x.mdone)
 	tick := time.NewTicker(10 * time.Minute)
 	defer tick.Stop()
+	var retry <-chan time.Time
 	for {
 		select {
 		case <-x.kick:
 		case <-tick.C:
+		case <-retry:
 		case <-x.quit:
 			return
 		}
-		x.maintain()
+		retry = nil
+		if wait := x.maintain(); wait > 0 {
+			retry = time.After(wait)
+		}
 	}
 }
 
@@ -412,14 +450,27 @@ func writeRun(dir string, first, last uint64, ents []runEnt) (*dedupeRun, error)
 	return w.finish()
 }
 
-// repairRuns writes every run marked bad again from the log's events in
-// its range, once the committer owns the index. The new run replaces the
-// file under the same name; the old one's handle closes once no lookup
-// can hold it. A failure is logged and retried at the next maintenance.
-func (x *dedupeIndex) repairRuns() {
-	if !x.owned.Load() {
-		return
+// badFirst returns the first sequence of the oldest run marked bad, or
+// MaxUint64: Trim keeps the events from there on, which its repair reads.
+func (x *dedupeIndex) badFirst() uint64 {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	first := uint64(math.MaxUint64)
+	for _, r := range x.runs {
+		if r.bad.Load() {
+			first = min(first, r.first)
+		}
 	}
+	return first
+}
+
+// repairRuns writes every run marked bad again: the hashes of the log's
+// events in its range, and those of its blocks that are intact (retention
+// may have removed their events). The new run replaces the file under the
+// same name; the old one's handle closes once no lookup can hold it. It
+// returns how long to wait before retrying one that failed (0: none
+// failed).
+func (x *dedupeIndex) repairRuns(cut uint32) time.Duration {
 	x.mu.RLock()
 	var bad []*dedupeRun
 	for _, r := range x.runs {
@@ -428,15 +479,25 @@ func (x *dedupeIndex) repairRuns() {
 		}
 	}
 	x.mu.RUnlock()
+	if len(bad) == 0 {
+		x.repairWait = 0
+		return 0
+	}
+	if wait := time.Until(x.repairAt); wait > 0 {
+		return wait
+	}
+	failed := false
 	for _, r := range bad {
 		start := time.Now()
-		ents, err := x.fromLog(r.first, r.last, x.quit)
-		var m *dedupeRun
-		if err == nil {
-			m, err = writeRun(x.dir, r.first, r.last, ents)
-		}
+		m, err := x.repair(r, cut)
 		if err != nil {
-			x.log("dedupe index: writing a corrupt run again from the log failed; lookups that need it fail meanwhile", "run", filepath.Base(r.path), "err", err)
+			select {
+			case <-x.quit: // cut short by Close
+				return 0
+			default:
+			}
+			failed = true
+			x.log("dedupe index: writing a corrupt run again failed; lookups that need it fail meanwhile", "run", filepath.Base(r.path), "err", err)
 			continue
 		}
 		x.mu.Lock()
@@ -445,18 +506,89 @@ func (x *dedupeIndex) repairRuns() {
 		x.mu.Unlock()
 		_ = r.f.Close()
 		x.repairs.Add(1)
-		x.log("dedupe index: a corrupt run was written again from the log", "run", filepath.Base(m.path), "hashes", m.n, "took", time.Since(start).Round(time.Millisecond))
+		x.log("dedupe index: a corrupt run was written again from the log and its intact blocks", "run", filepath.Base(m.path), "hashes", m.n, "took", time.Since(start).Round(time.Millisecond))
 	}
+	if !failed {
+		x.repairWait = 0
+		return 0
+	}
+	x.repairWait = min(max(2*x.repairWait, time.Second), time.Minute)
+	x.repairAt = time.Now().Add(x.repairWait)
+	return x.repairWait
+}
+
+// repair writes run r again: the union of its log range's hashes and its
+// intact blocks' (a hash in both keeps the later expiry), without those
+// expired at cut.
+func (x *dedupeIndex) repair(r *dedupeRun, cut uint32) (*dedupeRun, error) {
+	fromLog, err := x.fromLog(r.first, r.last, cut, x.quit)
+	if err != nil {
+		return nil, err
+	}
+	w, err := createRun(x.dir, r.first, r.last)
+	if err != nil {
+		return nil, err
+	}
+	var rr *runReader
+	if r.f != nil { // a corrupt header or index leaves no block to trust
+		rr = r.reader()
+		rr.skipCorrupt = true
+	}
+	next := func() (runEnt, bool, error) {
+		for rr != nil {
+			e, ok, err := rr.next()
+			if !ok || err != nil || e.exp > cut {
+				return e, ok, err
+			}
+		}
+		return runEnt{}, false, nil
+	}
+	old, ok, err := next()
+	for err == nil && (ok || len(fromLog) > 0) {
+		c := -1 // the log's entry first
+		if ok && len(fromLog) > 0 {
+			c = bytes.Compare(fromLog[0].h[:], old.h[:])
+		} else if ok {
+			c = 1
+		}
+		e := old
+		switch {
+		case c < 0:
+			e, fromLog = fromLog[0], fromLog[1:]
+		case c == 0:
+			e.exp = max(e.exp, fromLog[0].exp)
+			fromLog = fromLog[1:]
+		}
+		if err = w.add(e); err == nil && c >= 0 {
+			old, ok, err = next()
+		}
+	}
+	if err != nil {
+		w.abort()
+		return nil, err
+	}
+	if runWriteHook != nil {
+		if err := runWriteHook(r.first, r.last); err != nil {
+			w.abort()
+			return nil, err
+		}
+	}
+	return w.finish()
 }
 
 // maintain writes corrupt runs again (repairRuns), drops runs whose
 // hashes have all expired (never the newest: it records what the log need
 // not be read for) and merges runs past maxRuns. Errors are logged: the
-// runs stay as they were, correct.
-func (x *dedupeIndex) maintain() {
-	x.repairRuns()
+// runs stay as they were, correct. It returns when to retry a repair that
+// failed (0: none). Only once the committer owns the index: a log opened
+// to be read leaves it as it is.
+func (x *dedupeIndex) maintain() time.Duration {
+	if !x.owned.Load() {
+		return 0
+	}
 	now := unixNow()
 	cut := uint32(max(int64(now)-int64(expirySlack/time.Second), 0))
+	wait := x.repairRuns(cut)
 	x.mu.Lock()
 	var gone []*dedupeRun
 	kept := x.runs[:0]
@@ -474,11 +606,19 @@ func (x *dedupeIndex) maintain() {
 	x.mu.Unlock()
 	removeRuns(gone, x.log)
 	for len(runs) > max(maxRuns, 2) {
-		i := 0
-		for j := 1; j+1 < len(runs); j++ {
-			if runs[j].n+runs[j+1].n < runs[i].n+runs[i+1].n {
+		// The two adjacent runs with the fewest hashes, neither waiting
+		// for its repair.
+		i := -1
+		for j := 0; j+1 < len(runs); j++ {
+			if runs[j].bad.Load() || runs[j+1].bad.Load() {
+				continue
+			}
+			if i < 0 || runs[j].n+runs[j+1].n < runs[i].n+runs[i+1].n {
 				i = j
 			}
+		}
+		if i < 0 {
+			return wait
 		}
 		a, b := runs[i], runs[i+1]
 		m, err := mergeRuns(x.dir, a, b, cut, x.quit)
@@ -488,10 +628,11 @@ func (x *dedupeIndex) maintain() {
 			default:
 				x.log("dedupe index: merging runs failed", "err", err)
 				if errors.Is(err, errRunCorrupt) {
-					x.kickMaintainer() // to repair it
+					// Marked bad: repaired at the next maintenance.
+					wait = time.Second
 				}
 			}
-			return
+			return wait
 		}
 		x.mu.Lock()
 		k := slices.Index(x.runs, a)
@@ -502,6 +643,7 @@ func (x *dedupeIndex) maintain() {
 		// No lookup holds the inputs once the lock was taken.
 		removeRuns([]*dedupeRun{a, b}, x.log)
 	}
+	return wait
 }
 
 func removeRuns(rs []*dedupeRun, logf func(string, ...any)) {
@@ -585,6 +727,10 @@ type dedupeRun struct {
 // corrupt.
 var errRunCorrupt = errors.New("dedupe run is corrupt")
 
+// errRunFormat reports a run of another format (another build's): it is
+// refused, not repaired, which would quietly rewrite it in this one's.
+var errRunFormat = errors.New("dedupe run of another format")
+
 // corrupt marks r bad and returns the error saying so.
 func (r *dedupeRun) corrupt(what string) error {
 	r.bad.Store(true)
@@ -597,6 +743,9 @@ func blocksOf(n int) int { return (n + runBlock - 1) / runBlock }
 
 // parseRunHeader checks a run's header against its size.
 func parseRunHeader(h []byte, size int64) (n int, first, last uint64, maxExp uint32, sum uint64, err error) {
+	if len(h) >= runHeader && string(h[:7]) == runMagic[:7] && h[7] != runMagic[7] && h[7] >= '0' && h[7] <= '9' {
+		return 0, 0, 0, 0, 0, fmt.Errorf("%w: format %c, this build reads %c", errRunFormat, h[7], runMagic[7])
+	}
 	if len(h) < runHeader || string(h[:8]) != runMagic {
 		return 0, 0, 0, 0, 0, errors.New("not a dedupe run")
 	}
@@ -635,7 +784,7 @@ func openRun(path string) (*dedupeRun, error) {
 	if err != nil {
 		_ = f.Close()
 		first, last, ok := parseRunName(filepath.Base(path))
-		if !ok {
+		if !ok || errors.Is(err, errRunFormat) {
 			return nil, fmt.Errorf("dedupe index: %s: %w", filepath.Base(path), err)
 		}
 		// maxExp unknown: never taken for expired.
@@ -677,10 +826,11 @@ func readRun(f *os.File, path string) (*dedupeRun, error) {
 	return r, nil
 }
 
-// readBlock reads block b into buf and checks it.
+// readBlock reads block b into buf and checks it. A run with a corrupt
+// block still answers from its other blocks until it is repaired.
 func (r *dedupeRun) readBlock(b int, buf []byte) ([]byte, error) {
-	if r.f == nil || r.bad.Load() {
-		return nil, r.corrupt("marked corrupt")
+	if r.f == nil {
+		return nil, r.corrupt("its header or index is corrupt")
 	}
 	cnt := min(runBlock, r.n-b*runBlock)
 	blk := buf[:cnt*runEntry]
@@ -695,8 +845,8 @@ func (r *dedupeRun) readBlock(b int, buf []byte) ([]byte, error) {
 
 // find returns h's expiry if the run holds it. buf holds a block.
 func (r *dedupeRun) find(h Hash, buf []byte) (uint32, bool, error) {
-	if r.f == nil || r.bad.Load() {
-		return 0, false, r.corrupt("marked corrupt")
+	if r.f == nil {
+		return 0, false, r.corrupt("its header or index is corrupt")
 	}
 	p := binary.BigEndian.Uint64(h[:8])
 	// Hashes with prefix p are in the last block starting below p, or in
@@ -723,6 +873,9 @@ type runReader struct {
 	buf  []byte
 	blk  []byte // the rest of the current block
 	blkN int    // the next block to read
+	// skipCorrupt passes over corrupt blocks instead of failing (a
+	// repair keeps the intact ones).
+	skipCorrupt bool
 }
 
 func (r *dedupeRun) reader() *runReader {
@@ -732,17 +885,18 @@ func (r *dedupeRun) reader() *runReader {
 // next returns the next entry; ok is false after the last one (or with
 // the error that a block could not be read or is corrupt).
 func (rr *runReader) next() (e runEnt, ok bool, err error) {
-	if len(rr.blk) == 0 {
-		if rr.r.f == nil || rr.r.bad.Load() {
-			return e, false, rr.r.corrupt("marked corrupt")
+	for len(rr.blk) == 0 {
+		if rr.r.f == nil {
+			return e, false, rr.r.corrupt("its header or index is corrupt")
 		}
 		if rr.blkN == len(rr.r.sparse) {
 			return e, false, nil
 		}
-		if rr.blk, err = rr.r.readBlock(rr.blkN, rr.buf); err != nil {
+		rr.blk, err = rr.r.readBlock(rr.blkN, rr.buf)
+		rr.blkN++
+		if err != nil && !(rr.skipCorrupt && errors.Is(err, errRunCorrupt)) {
 			return e, false, err
 		}
-		rr.blkN++
 	}
 	b := rr.blk[:runEntry]
 	rr.blk = rr.blk[runEntry:]
@@ -1023,8 +1177,9 @@ func (l *Log) storedExpiry(e *event.Event) uint64 {
 
 // runFromLog returns the entries of a run covering first..last written
 // again from the log's events: their hashes, in hash order, without those
-// expired. Events that retention removed are gone, and are said to be.
-func (l *Log) runFromLog(first, last uint64, quit <-chan struct{}) ([]runEnt, error) {
+// expired at cut. Events that retention removed are gone, and are said to
+// be. It holds them all in memory (20 bytes each, and the sort's).
+func (l *Log) runFromLog(first, last uint64, cut uint32, quit <-chan struct{}) ([]runEnt, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
@@ -1038,14 +1193,13 @@ func (l *Log) runFromLog(first, last uint64, quit <-chan struct{}) ([]runEnt, er
 	if from > first {
 		l.log.Warn("dedupe index: retention removed events of a corrupt run; their redeliveries will not be recognised", "from_seq", first, "to_seq", min(from-1, last))
 	}
-	now := uint64(max(time.Now().Unix(), 0))
 	var ents []runEnt
 	if from <= last {
 		err := l.scanFrom(ctx, from, event.DecodeView, func(e *event.Event) error {
 			if e.Seq > last {
 				return ErrStop
 			}
-			if exp := l.storedExpiry(e); exp > now {
+			if exp := l.storedExpiry(e); exp > uint64(cut) {
 				ents = append(ents, runEnt{HashEvent(e), expiryOf(exp)})
 			}
 			if e.Seq == last {

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -342,6 +344,7 @@ func TestDedupeIndexMaintainDropsExpiredRuns(t *testing.T) {
 		writeTestRun(t, dir, 31, 40, []runEnt{{testHash("d"), now + 100}}),
 		writeTestRun(t, dir, 41, 50, []runEnt{{testHash("e"), old}}), // the newest
 	}
+	x.owned.Store(true) // by the committer: maintained
 	x.maintain()
 	var lasts []uint64
 	for _, r := range x.runs {
@@ -420,4 +423,181 @@ func TestRunDetectsEveryCorruptByte(t *testing.T) {
 	_, err = openRun(path)
 	require.Error(t, err)
 	require.NotErrorIs(t, err, errRunCorrupt)
+}
+
+func flipByte(t *testing.T, path string, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	require.NoError(t, err)
+	defer f.Close()
+	b := []byte{0}
+	_, err = f.ReadAt(b, off)
+	require.NoError(t, err)
+	b[0] ^= 0x20
+	_, err = f.WriteAt(b, off)
+	require.NoError(t, err)
+}
+
+// writeRunsOf10 writes k runs of 5 live hashes each, covering 1-10,
+// 11-20, ...
+func writeRunsOf10(t *testing.T, dir string, k int) {
+	now := unixNow()
+	for i := range k {
+		var ents []runEnt
+		for j := range 5 {
+			ents = append(ents, runEnt{testHash(fmt.Sprint(i, "-", j)), now + 3600})
+		}
+		r := writeTestRun(t, dir, uint64(10*i+1), uint64(10*i+10), ents)
+		_ = r.f.Close()
+	}
+}
+
+// A corrupt run neither makes the maintainer spin nor is touched by a log
+// opened only to be read; when owned, a repair that fails is retried
+// after a pause, not at once (each try reads the run's range of the log).
+func TestDedupeRepairPaced(t *testing.T) {
+	defer func(old int) { maxRuns = old }(maxRuns)
+	maxRuns = 2
+	for _, owned := range []bool{false, true} {
+		dir := t.TempDir()
+		writeRunsOf10(t, dir, 3)
+		flipByte(t, filepath.Join(dir, runName(11, 20)), 20) // a header: found at Open
+		var merges atomic.Int64
+		x, err := openDedupeIndex(dir, 10, func(msg string, _ ...any) {
+			if msg == "dedupe index: merging runs failed" {
+				merges.Add(1)
+			}
+		})
+		require.NoError(t, err)
+		var tries atomic.Int64
+		x.fromLog = func(uint64, uint64, uint32, <-chan struct{}) ([]runEnt, error) {
+			tries.Add(1)
+			return nil, errors.New("an entry of the log does not decode")
+		}
+		x.owned.Store(owned)
+		x.synced = func(uint64) (bool, <-chan struct{}) { return true, nil }
+		go x.writer()
+		go x.maintainer()
+		for range 50 {
+			x.kickMaintainer() // as failing lookups do
+			time.Sleep(5 * time.Millisecond)
+		}
+		x.close()
+		require.Zero(t, merges.Load(), "a pair with a corrupt run is not merged")
+		if owned {
+			require.EqualValues(t, 1, tries.Load(), "retried after a pause, not at every kick")
+		} else {
+			require.Zero(t, tries.Load())
+		}
+		names, err := os.ReadDir(dir)
+		require.NoError(t, err)
+		require.Len(t, names, 3, "the runs are as they were")
+	}
+}
+
+// Open's crash clean-up: a corrupt merged run whose inputs are all there
+// goes, and the inputs stay; one whose inputs are not all there stays
+// (to be repaired) and replaces the rest.
+func TestOpenKeepsIntactInputsOfCorruptMerge(t *testing.T) {
+	for _, both := range []bool{true, false} {
+		dir := t.TempDir()
+		writeRunsOf10(t, dir, 2) // 1-10, 11-20
+		if !both {
+			require.NoError(t, os.Remove(filepath.Join(dir, runName(1, 10))))
+		}
+		m := writeTestRun(t, dir, 1, 20, []runEnt{{testHash("m"), unixNow() + 3600}})
+		_ = m.f.Close()
+		flipByte(t, m.path, 20)
+		x, err := openDedupeIndex(dir, 10, func(string, ...any) {})
+		require.NoError(t, err)
+		var names []string
+		for _, r := range x.runs {
+			names = append(names, filepath.Base(r.path))
+		}
+		x.closeRuns()
+		if both {
+			require.Equal(t, []string{runName(1, 10), runName(11, 20)}, names)
+		} else {
+			require.Equal(t, []string{runName(1, 20)}, names)
+		}
+		files, err := os.ReadDir(dir)
+		require.NoError(t, err)
+		require.Len(t, files, len(names))
+	}
+}
+
+// A repair keeps the hashes of the run's intact blocks (retention may
+// have taken their events from the log) and adds the log's; a run with
+// a corrupt block answers from its other blocks meanwhile.
+func TestDedupeRepairKeepsIntactBlocks(t *testing.T) {
+	dir := t.TempDir()
+	now := unixNow()
+	var ents []runEnt
+	for i := range 3 * runBlock {
+		ents = append(ents, runEnt{testHash(fmt.Sprint(i)), now + 3600})
+	}
+	slices.SortFunc(ents, func(a, b runEnt) int { return bytes.Compare(a.h[:], b.h[:]) })
+	ents[5].exp = now - 10 // expired before the repair's cut: left out
+	r := writeTestRun(t, dir, 1, 1000, ents)
+	flipByte(t, r.path, runHeader+runBlock*runEntry+3) // block 1
+	buf := make([]byte, runBlock*runEntry)
+	_, _, err := r.find(ents[runBlock].h, buf)
+	require.ErrorIs(t, err, errRunCorrupt)
+	require.True(t, r.bad.Load())
+	// (The first hash of block 2 needs block 1 too: block 1 may end with
+	// hashes of its 8-byte prefix.)
+	for _, i := range []int{0, runBlock - 1, 2*runBlock + 1, 3*runBlock - 1} {
+		exp, ok, err := r.find(ents[i].h, buf)
+		require.NoError(t, err, "an intact block answers")
+		require.True(t, ok)
+		require.Equal(t, now+3600, exp)
+	}
+
+	x := &dedupeIndex{dir: dir, log: func(string, ...any) {}, quit: make(chan struct{})}
+	// The log still holds the events of half of block 1, one of block 2
+	// (a later expiry), and one no block holds; one entry of block 0 has
+	// expired.
+	logEnts := slices.Clone(ents[runBlock : runBlock+runBlock/2])
+	logEnts = append(logEnts, runEnt{ents[2*runBlock].h, now + 7200}, runEnt{testHash("new"), now + 60})
+	slices.SortFunc(logEnts, func(a, b runEnt) int { return bytes.Compare(a.h[:], b.h[:]) })
+	x.fromLog = func(first, last uint64, cut uint32, _ <-chan struct{}) ([]runEnt, error) {
+		require.EqualValues(t, 1, first)
+		require.EqualValues(t, 1000, last)
+		return logEnts, nil
+	}
+	cut := now - 1
+	m, err := x.repair(r, cut)
+	require.NoError(t, err)
+	defer m.f.Close()
+	want := map[Hash]uint32{}
+	for i, e := range ents {
+		if i/runBlock != 1 && i != 5 {
+			want[e.h] = e.exp
+		}
+	}
+	for _, e := range logEnts {
+		want[e.h] = max(want[e.h], e.exp)
+	}
+	got := map[Hash]uint32{}
+	require.NoError(t, m.each(func(e runEnt) error { got[e.h] = e.exp; return nil }))
+	require.Equal(t, want, got)
+	require.Equal(t, runName(1, 1000), filepath.Base(m.path))
+}
+
+// A run of another format (another build's) is refused by name, not
+// taken for corrupt and rewritten in this one's.
+func TestRunOfAnotherFormatRefused(t *testing.T) {
+	for _, v := range []byte{'1', '3'} {
+		dir := t.TempDir()
+		r := writeTestRun(t, dir, 1, 2, []runEnt{{testHash("a"), 1}})
+		_ = r.f.Close()
+		f, err := os.OpenFile(r.path, os.O_RDWR, 0)
+		require.NoError(t, err)
+		_, err = f.WriteAt([]byte{v}, 7)
+		require.NoError(t, err)
+		require.NoError(t, f.Close())
+		_, err = openDedupeIndex(dir, 10, func(string, ...any) {})
+		require.ErrorIs(t, err, errRunFormat)
+		require.ErrorContains(t, err, fmt.Sprintf("format %c, this build reads 2", v))
+	}
 }

@@ -197,6 +197,36 @@ func TestDedupeCorruptRunIsWrittenAgainFromTheLog(t *testing.T) {
 	}, 10*time.Second, 5*time.Millisecond)
 }
 
+// Retention keeps the events of a run known to be corrupt, which its
+// repair reads: trimmed first, their redeliveries would count again.
+func TestTrimKeepsEventsOfCorruptRun(t *testing.T) {
+	defer storage.SetDedupeRunSizes(40, 100)()
+	dir := t.TempDir()
+	l := openLog(t, storage.DefaultConfig(dir))
+	all := nowEvents(0, 200)
+	acc, _ := appendAll(t, l, all, 10)
+	require.Equal(t, 200, acc)
+	require.NoError(t, l.Close())
+	flipRunByte(t, dir, 2, 20) // the third run's header: found at Open
+
+	l = openLog(t, storage.DefaultConfig(dir))
+	defer l.Close()
+	n, err := l.Trim(context.Background(), 200, time.Now().Add(time.Hour))
+	require.NoError(t, err)
+	require.Less(t, n, uint64(81), "the events from the corrupt run's on stay")
+	var res storage.Result
+	require.Eventually(t, func() bool {
+		res, err = l.Append(context.Background(), append([]event.Event(nil), all...))
+		return err == nil
+	}, 10*time.Second, 5*time.Millisecond)
+	require.Zero(t, res.Accepted, "no redelivery counted again")
+	require.EqualValues(t, 1, l.DedupeStats().RunRepairs)
+	// Repaired: retention goes on.
+	n, err = l.Trim(context.Background(), 200, time.Now().Add(time.Hour))
+	require.NoError(t, err)
+	require.Positive(t, n)
+}
+
 // A process that dies leaves its tail unwritten: Open rebuilds it from
 // the log, and a Trim writes it before the events leave the log.
 func TestDedupeTailRebuiltAfterCrash(t *testing.T) {

@@ -62,6 +62,9 @@ func (l *Log) Trim(ctx context.Context, upTo uint64, olderThan time.Time) (uint6
 	defer l.trimMu.Unlock()
 	var doomed [][]byte
 	through := l.trimmed.Load()
+	// A corrupt dedupe run is written again from the log's events in its
+	// range: they stay until it is.
+	keep := l.index.badFirst()
 	err := l.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 16, Prefix: []byte{prefixLog}})
 		defer it.Close()
@@ -82,7 +85,7 @@ func (l *Log) Trim(ctx context.Context, upTo uint64, olderThan time.Time) (uint6
 			}); err != nil {
 				return err
 			}
-			if last > upTo || !recv.Before(olderThan) {
+			if last > upTo || last >= keep || !recv.Before(olderThan) {
 				break
 			}
 			doomed = append(doomed, item.KeyCopy(nil))
