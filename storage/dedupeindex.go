@@ -743,9 +743,6 @@ func blocksOf(n int) int { return (n + runBlock - 1) / runBlock }
 
 // parseRunHeader checks a run's header against its size.
 func parseRunHeader(h []byte, size int64) (n int, first, last uint64, maxExp uint32, sum uint64, err error) {
-	if len(h) >= runHeader && string(h[:7]) == runMagic[:7] && h[7] != runMagic[7] && h[7] >= '0' && h[7] <= '9' {
-		return 0, 0, 0, 0, 0, fmt.Errorf("%w: format %c, this build reads %c", errRunFormat, h[7], runMagic[7])
-	}
 	if len(h) < runHeader || string(h[:8]) != runMagic {
 		return 0, 0, 0, 0, 0, errors.New("not a dedupe run")
 	}
@@ -803,7 +800,23 @@ func readRun(f *os.File, path string) (*dedupeRun, error) {
 	if _, err := f.ReadAt(h[:], 0); err != nil {
 		return nil, err
 	}
-	n, first, last, maxExp, sum, err := parseRunHeader(h[:], st.Size())
+	if string(h[:7]) == runMagic[:7] && h[7] != runMagic[7] {
+		// Another format, or this one with its version byte corrupt: then
+		// the rest checks out with the byte set back.
+		g := h
+		g[7] = runMagic[7]
+		if _, err := decodeRun(f, path, g, st.Size()); err == nil {
+			return nil, errors.New("its format byte is corrupt")
+		}
+		return nil, fmt.Errorf("%w: format %q, this build reads %q", errRunFormat, h[7], runMagic[7])
+	}
+	return decodeRun(f, path, h, st.Size())
+}
+
+// decodeRun checks a run's header h against the file's size, and reads
+// and checks its index.
+func decodeRun(f *os.File, path string, h [runHeader]byte, size int64) (*dedupeRun, error) {
+	n, first, last, maxExp, sum, err := parseRunHeader(h[:], size)
 	if err != nil {
 		return nil, err
 	}

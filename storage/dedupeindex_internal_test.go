@@ -585,19 +585,35 @@ func TestDedupeRepairKeepsIntactBlocks(t *testing.T) {
 }
 
 // A run of another format (another build's) is refused by name, not
-// taken for corrupt and rewritten in this one's.
+// taken for corrupt and rewritten in this one's; a run of this format
+// whose version byte is corrupt is taken for corrupt.
 func TestRunOfAnotherFormatRefused(t *testing.T) {
-	for _, v := range []byte{'1', '3'} {
+	for _, tc := range []struct {
+		v       byte
+		other   bool // the rest differs too, as another format's would
+		refused bool
+	}{{'1', true, true}, {'3', true, true}, {'3', false, false}, {'0', false, false}} {
 		dir := t.TempDir()
 		r := writeTestRun(t, dir, 1, 2, []runEnt{{testHash("a"), 1}})
 		_ = r.f.Close()
 		f, err := os.OpenFile(r.path, os.O_RDWR, 0)
 		require.NoError(t, err)
-		_, err = f.WriteAt([]byte{v}, 7)
+		_, err = f.WriteAt([]byte{tc.v}, 7)
 		require.NoError(t, err)
+		if tc.other {
+			_, err = f.WriteAt([]byte{0xff}, 40) // its checksum
+			require.NoError(t, err)
+		}
 		require.NoError(t, f.Close())
-		_, err = openDedupeIndex(dir, 10, func(string, ...any) {})
-		require.ErrorIs(t, err, errRunFormat)
-		require.ErrorContains(t, err, fmt.Sprintf("format %c, this build reads 2", v))
+		x, err := openDedupeIndex(dir, 10, func(string, ...any) {})
+		if tc.refused {
+			require.ErrorIs(t, err, errRunFormat)
+			require.ErrorContains(t, err, fmt.Sprintf("format '%c', this build reads '2'", tc.v))
+			continue
+		}
+		require.NoError(t, err)
+		require.Len(t, x.runs, 1)
+		require.True(t, x.runs[0].bad.Load(), "taken for corrupt, to be repaired")
+		x.closeRuns()
 	}
 }
