@@ -230,7 +230,9 @@ func (d *dedupeFilters) maintain(x *dedupeIndex, now instant) {
 				// Not ready: every candidate is read, as without
 				// filters. Correct, only slower. A corrupt run is
 				// written again from the log, and then scanned.
-				d.rescan = errors.Is(r.err, errRunCorrupt)
+				if d.rescan = errors.Is(r.err, errRunCorrupt); d.rescan {
+					x.kickMaintainer() // to repair it
+				}
 				d.log("dedupe filter: scan of the stored keys failed; every event is looked up in the store", "err", r.err, "scan_again_after_repair", d.rescan)
 				break
 			}

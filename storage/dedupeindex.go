@@ -678,6 +678,14 @@ func (x *dedupeIndex) snapshot() (runs []*dedupeRun, tail []runEnt, err error) {
 		f.keys.each(add)
 	}
 	for _, r := range x.runs {
+		c := *r
+		if r.f == nil {
+			// Its header or index is corrupt: the copy must fail the
+			// scan as the run fails lookups (with a file and no index
+			// it would read as empty).
+			runs = append(runs, &c)
+			continue
+		}
 		f, err := os.Open(r.path)
 		if err != nil {
 			for _, o := range runs {
@@ -685,7 +693,6 @@ func (x *dedupeIndex) snapshot() (runs []*dedupeRun, tail []runEnt, err error) {
 			}
 			return nil, nil, fmt.Errorf("dedupe index: %w", err)
 		}
-		c := *r
 		c.f = f
 		runs = append(runs, &c)
 	}

@@ -617,3 +617,44 @@ func TestRunOfAnotherFormatRefused(t *testing.T) {
 		x.closeRuns()
 	}
 }
+
+// A run found corrupt while Trim writes the tail (which can wait for a
+// sync) keeps its events all the same: Trim looks again before it
+// deletes.
+func TestTrimRechecksCorruptRunsAfterWritingTheTail(t *testing.T) {
+	defer func(o int) { tailKeys = o }(tailKeys)
+	tailKeys = 40
+	l, err := Open(DefaultConfig(t.TempDir()))
+	require.NoError(t, err)
+	defer l.Close()
+	var evs []event.Event
+	for i := range 100 {
+		evs = append(evs, event.Event{Source: "s", Provider: "p", ProviderEvent: "delivered", Type: event.Delivered,
+			Account: "a", Campaign: "c", Recipient: fmt.Sprint(i), EventTime: time.Now(), ReceivedTime: time.Now()})
+	}
+	for i := 0; i < len(evs); i += 10 {
+		_, err := l.AppendCtx(evs[i : i+10]...)
+		require.NoError(t, err)
+	}
+	// Runs 1-40 and 41-80 are written; the tail holds 81-100. Writing it
+	// for Trim, a read finds the first run corrupt, and its repair
+	// cannot read the log yet.
+	require.Eventually(t, func() bool { return l.index.covered.Load() == 80 }, 10*time.Second, time.Millisecond)
+	l.index.mu.Lock()
+	l.index.fromLog = func(uint64, uint64, uint32, <-chan struct{}) ([]runEnt, error) {
+		return nil, errors.New("not now")
+	}
+	l.index.mu.Unlock()
+	defer SetRunWriteHook(func(first, _ uint64) error {
+		if first == 81 {
+			l.index.mu.RLock()
+			l.index.runs[0].bad.Store(true)
+			l.index.mu.RUnlock()
+		}
+		return nil
+	})()
+	n, err := l.Trim(context.Background(), 100, time.Now().Add(time.Hour))
+	require.NoError(t, err)
+	require.Zero(t, n, "the corrupt run's events (from seq 1) stay")
+	require.EqualValues(t, 1, l.FirstSeq())
+}

@@ -197,6 +197,48 @@ func TestDedupeCorruptRunIsWrittenAgainFromTheLog(t *testing.T) {
 	}, 10*time.Second, 5*time.Millisecond)
 }
 
+// A run whose header is corrupt holds hashes the filters' scan cannot
+// read: the filters wait for its repair, and no redelivery of its events
+// is taken for new, before the repair or after.
+func TestDedupeCorruptHeaderKeepsFiltersWaiting(t *testing.T) {
+	defer storage.SetDedupeRunSizes(40, 100)()
+	dir := t.TempDir()
+	l := openLog(t, storage.DefaultConfig(dir))
+	all := nowEvents(0, 200)
+	acc, _ := appendAll(t, l, all, 10)
+	require.Equal(t, 200, acc)
+	require.NoError(t, l.Close())
+	flipRunByte(t, dir, 0, 20) // the first run's header
+
+	var hold atomic.Bool
+	hold.Store(true)
+	defer storage.SetRunWriteHook(func(uint64, uint64) error {
+		if hold.Load() {
+			return errors.New("held back")
+		}
+		return nil
+	})()
+	l = openLog(t, storage.DefaultConfig(dir))
+	defer l.Close()
+	for i := range 20 { // new events, and redeliveries of the corrupt run's
+		res, err := l.Append(context.Background(), append(nowEvents(300+i, 301+i), all[i]))
+		if err == nil {
+			require.Equal(t, 1, res.Duplicates, "a redelivery taken for new")
+		}
+		require.False(t, l.DedupeStats().Ready, "the filters miss the corrupt run's hashes")
+		time.Sleep(2 * time.Millisecond)
+	}
+	hold.Store(false)
+	require.Eventually(t, func() bool {
+		_, _ = l.Append(context.Background(), nowEvents(400, 401))
+		st := l.DedupeStats()
+		return st.Ready && st.RunRepairs == 1
+	}, 10*time.Second, 5*time.Millisecond)
+	res, err := l.Append(context.Background(), append([]event.Event(nil), all[5:40]...))
+	require.NoError(t, err)
+	require.Equal(t, 35, res.Duplicates)
+}
+
 // Retention keeps the events of a run known to be corrupt, which its
 // repair reads: trimmed first, their redeliveries would count again.
 func TestTrimKeepsEventsOfCorruptRun(t *testing.T) {

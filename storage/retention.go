@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -61,6 +62,7 @@ func (l *Log) Trim(ctx context.Context, upTo uint64, olderThan time.Time) (uint6
 	l.trimMu.Lock()
 	defer l.trimMu.Unlock()
 	var doomed [][]byte
+	var lasts []uint64 // of doomed's entries
 	through := l.trimmed.Load()
 	// A corrupt dedupe run is written again from the log's events in its
 	// range: they stay until it is.
@@ -89,6 +91,7 @@ func (l *Log) Trim(ctx context.Context, upTo uint64, olderThan time.Time) (uint6
 				break
 			}
 			doomed = append(doomed, item.KeyCopy(nil))
+			lasts = append(lasts, last)
 			through = last
 		}
 		return nil
@@ -106,6 +109,14 @@ func (l *Log) Trim(ctx context.Context, upTo uint64, olderThan time.Time) (uint6
 		if through > l.index.covered.Load() {
 			return 0, nil // not expected: the run covers every event stored
 		}
+	}
+	// A run found corrupt meanwhile (writing the tail can take a while).
+	if keep := l.index.badFirst(); through >= keep {
+		i := sort.Search(len(lasts), func(i int) bool { return lasts[i] >= keep })
+		if doomed = doomed[:i]; i == 0 {
+			return 0, nil
+		}
+		through = lasts[i-1]
 	}
 	before := l.trimmed.Load()
 	err = l.db.Update(func(txn *badger.Txn) error {
