@@ -87,7 +87,7 @@ type dedupeIndex struct {
 	// the index alone.
 	owned atomic.Bool
 	// fromLog returns a run's entries from the log's events (Log.runFromLog).
-	fromLog func(first, last uint64, cut uint32, quit <-chan struct{}) ([]runEnt, error)
+	fromLog func(first, last uint64, cut uint32, quit <-chan struct{}, chunk int, emit func(last uint64, ents []runEnt) error) ([]runEnt, error)
 	repairs atomic.Int64
 	// repairAt and repairWait pace the repairs that fail (maintainer
 	// only): a repair reads the run's whole range of the log.
@@ -489,7 +489,7 @@ func (x *dedupeIndex) repairRuns(cut uint32) time.Duration {
 	failed := false
 	for _, r := range bad {
 		start := time.Now()
-		m, err := x.repair(r, cut)
+		ms, err := x.repair(r, cut)
 		if err != nil {
 			select {
 			case <-x.quit: // cut short by Close
@@ -501,12 +501,22 @@ func (x *dedupeIndex) repairRuns(cut uint32) time.Duration {
 			continue
 		}
 		x.mu.Lock()
-		x.runs[slices.Index(x.runs, r)] = m
+		k := slices.Index(x.runs, r)
+		x.runs = slices.Replace(x.runs, k, k+1, ms...)
 		x.published()
 		x.mu.Unlock()
 		_ = r.f.Close()
+		if len(ms) > 1 { // the last has another name: r's file is left
+			if err := os.Remove(r.path); err != nil {
+				x.log("dedupe index: removing a repaired run failed (the next start removes it)", "path", r.path, "err", err)
+			}
+		}
 		x.repairs.Add(1)
-		x.log("dedupe index: a corrupt run was written again from the log and its intact blocks", "run", filepath.Base(m.path), "hashes", m.n, "took", time.Since(start).Round(time.Millisecond))
+		hashes := 0
+		for _, m := range ms {
+			hashes += m.n
+		}
+		x.log("dedupe index: a corrupt run was written again from the log and its intact blocks", "run", filepath.Base(r.path), "runs", len(ms), "hashes", hashes, "took", time.Since(start).Round(time.Millisecond))
 	}
 	if !failed {
 		x.repairWait = 0
@@ -517,17 +527,43 @@ func (x *dedupeIndex) repairRuns(cut uint32) time.Duration {
 	return x.repairWait
 }
 
-// repair writes run r again: the union of its log range's hashes and its
-// intact blocks' (a hash in both keeps the later expiry), without those
-// expired at cut.
-func (x *dedupeIndex) repair(r *dedupeRun, cut uint32) (*dedupeRun, error) {
-	fromLog, err := x.fromLog(r.first, r.last, cut, x.quit)
-	if err != nil {
+// repairChunk bounds the events whose hashes a repair holds in memory
+// (20 bytes each, and the sort's): a merged run can cover days of the
+// log. (A variable so that a test can shrink it.)
+var repairChunk = 1 << 22
+
+// repair writes run r again, as runs covering its range: the hashes of the
+// log's events in it, repairChunk events a run, without those expired at
+// cut; the last run also holds r's intact blocks (a hash in both keeps the
+// later expiry), whose events retention may have taken. A run covering
+// r's whole range has r's name and replaces its file; the others are
+// removed if the repair fails. Should the process die before r leaves
+// Open finds the new runs covering r's range, and drops r.
+func (x *dedupeIndex) repair(r *dedupeRun, cut uint32) ([]*dedupeRun, error) {
+	var out []*dedupeRun
+	fail := func(err error) ([]*dedupeRun, error) {
+		for _, m := range out {
+			_ = m.f.Close()
+			_ = os.Remove(m.path)
+		}
 		return nil, err
 	}
-	w, err := createRun(x.dir, r.first, r.last)
+	from := r.first
+	fromLog, err := x.fromLog(r.first, r.last, cut, x.quit, repairChunk, func(last uint64, ents []runEnt) error {
+		m, err := writeRun(x.dir, from, last, ents)
+		if err != nil {
+			return err
+		}
+		out = append(out, m)
+		from = last + 1
+		return nil
+	})
 	if err != nil {
-		return nil, err
+		return fail(err)
+	}
+	w, err := createRun(x.dir, from, r.last)
+	if err != nil {
+		return fail(err)
 	}
 	var rr *runReader
 	if r.f != nil { // a corrupt header or index leaves no block to trust
@@ -563,17 +599,18 @@ func (x *dedupeIndex) repair(r *dedupeRun, cut uint32) (*dedupeRun, error) {
 			old, ok, err = next()
 		}
 	}
+	if err == nil && runWriteHook != nil {
+		err = runWriteHook(from, r.last)
+	}
 	if err != nil {
 		w.abort()
-		return nil, err
+		return fail(err)
 	}
-	if runWriteHook != nil {
-		if err := runWriteHook(r.first, r.last); err != nil {
-			w.abort()
-			return nil, err
-		}
+	m, err := w.finish()
+	if err != nil {
+		return fail(err)
 	}
-	return w.finish()
+	return append(out, m), nil
 }
 
 // maintain writes corrupt runs again (repairRuns), drops runs whose
@@ -1195,11 +1232,12 @@ func (l *Log) storedExpiry(e *event.Event) uint64 {
 	return uint64(max(e.ReceivedTime.Add(l.cfg.DedupeHorizon).Unix(), 0)) + 1
 }
 
-// runFromLog returns the entries of a run covering first..last written
-// again from the log's events: their hashes, in hash order, without those
-// expired at cut. Events that retention removed are gone, and are said to
-// be. It holds them all in memory (20 bytes each, and the sort's).
-func (l *Log) runFromLog(first, last uint64, cut uint32, quit <-chan struct{}) ([]runEnt, error) {
+// runFromLog reads the hashes of the log's events first..last, without
+// those expired at cut, for runs written again: every chunk events (short
+// of last) it hands emit the entries so far, in hash order, with the
+// sequence they reach; it returns the rest, in hash order. Events that
+// retention removed are gone, and are said to be.
+func (l *Log) runFromLog(first, last uint64, cut uint32, quit <-chan struct{}, chunk int, emit func(last uint64, ents []runEnt) error) ([]runEnt, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
@@ -1214,6 +1252,7 @@ func (l *Log) runFromLog(first, last uint64, cut uint32, quit <-chan struct{}) (
 		l.log.Warn("dedupe index: retention removed events of a corrupt run; their redeliveries will not be recognised", "from_seq", first, "to_seq", min(from-1, last))
 	}
 	var ents []runEnt
+	n := 0
 	if from <= last {
 		err := l.scanFrom(ctx, from, event.DecodeView, func(e *event.Event) error {
 			if e.Seq > last {
@@ -1225,15 +1264,26 @@ func (l *Log) runFromLog(first, last uint64, cut uint32, quit <-chan struct{}) (
 			if e.Seq == last {
 				return ErrStop
 			}
+			if n++; n >= chunk {
+				if err := emit(e.Seq, sortRunEnts(ents)); err != nil {
+					return err
+				}
+				ents, n = ents[:0], 0
+			}
 			return nil
 		})
 		if err != nil {
 			return nil, err
 		}
 	}
+	return sortRunEnts(ents), nil
+}
+
+// sortRunEnts sorts ents by hash and keeps one entry per hash, with the
+// latest expiry (an event stored twice: its first copy had expired from
+// the index).
+func sortRunEnts(ents []runEnt) []runEnt {
 	slices.SortFunc(ents, func(a, b runEnt) int { return bytes.Compare(a.h[:], b.h[:]) })
-	// The same event stored twice (its first copy had expired from the
-	// index): one entry, the later expiry.
 	out := ents[:0]
 	for _, e := range ents {
 		if n := len(out); n > 0 && out[n-1].h == e.h {
@@ -1242,7 +1292,7 @@ func (l *Log) runFromLog(first, last uint64, cut uint32, quit <-chan struct{}) (
 		}
 		out = append(out, e)
 	}
-	return out, nil
+	return out
 }
 
 // migrateDedupeKeys writes the Badger dedupe keys of an older build's

@@ -470,7 +470,7 @@ func TestDedupeRepairPaced(t *testing.T) {
 		})
 		require.NoError(t, err)
 		var tries atomic.Int64
-		x.fromLog = func(uint64, uint64, uint32, <-chan struct{}) ([]runEnt, error) {
+		x.fromLog = func(uint64, uint64, uint32, <-chan struct{}, int, func(uint64, []runEnt) error) ([]runEnt, error) {
 			tries.Add(1)
 			return nil, errors.New("an entry of the log does not decode")
 		}
@@ -560,14 +560,16 @@ func TestDedupeRepairKeepsIntactBlocks(t *testing.T) {
 	logEnts := slices.Clone(ents[runBlock : runBlock+runBlock/2])
 	logEnts = append(logEnts, runEnt{ents[2*runBlock].h, now + 7200}, runEnt{testHash("new"), now + 60})
 	slices.SortFunc(logEnts, func(a, b runEnt) int { return bytes.Compare(a.h[:], b.h[:]) })
-	x.fromLog = func(first, last uint64, cut uint32, _ <-chan struct{}) ([]runEnt, error) {
+	x.fromLog = func(first, last uint64, cut uint32, _ <-chan struct{}, _ int, _ func(uint64, []runEnt) error) ([]runEnt, error) {
 		require.EqualValues(t, 1, first)
 		require.EqualValues(t, 1000, last)
 		return logEnts, nil
 	}
 	cut := now - 1
-	m, err := x.repair(r, cut)
+	ms, err := x.repair(r, cut)
 	require.NoError(t, err)
+	require.Len(t, ms, 1)
+	m := ms[0]
 	defer m.f.Close()
 	want := map[Hash]uint32{}
 	for i, e := range ents {
@@ -627,21 +629,13 @@ func TestTrimRechecksCorruptRunsAfterWritingTheTail(t *testing.T) {
 	l, err := Open(DefaultConfig(t.TempDir()))
 	require.NoError(t, err)
 	defer l.Close()
-	var evs []event.Event
-	for i := range 100 {
-		evs = append(evs, event.Event{Source: "s", Provider: "p", ProviderEvent: "delivered", Type: event.Delivered,
-			Account: "a", Campaign: "c", Recipient: fmt.Sprint(i), EventTime: time.Now(), ReceivedTime: time.Now()})
-	}
-	for i := 0; i < len(evs); i += 10 {
-		_, err := l.AppendCtx(evs[i : i+10]...)
-		require.NoError(t, err)
-	}
+	appendNew(t, l, 100)
 	// Runs 1-40 and 41-80 are written; the tail holds 81-100. Writing it
 	// for Trim, a read finds the first run corrupt, and its repair
 	// cannot read the log yet.
 	require.Eventually(t, func() bool { return l.index.covered.Load() == 80 }, 10*time.Second, time.Millisecond)
 	l.index.mu.Lock()
-	l.index.fromLog = func(uint64, uint64, uint32, <-chan struct{}) ([]runEnt, error) {
+	l.index.fromLog = func(uint64, uint64, uint32, <-chan struct{}, int, func(uint64, []runEnt) error) ([]runEnt, error) {
 		return nil, errors.New("not now")
 	}
 	l.index.mu.Unlock()
@@ -657,4 +651,93 @@ func TestTrimRechecksCorruptRunsAfterWritingTheTail(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, n, "the corrupt run's events (from seq 1) stay")
 	require.EqualValues(t, 1, l.FirstSeq())
+}
+
+// A repair of a large run holds only repairChunk events' hashes at once:
+// the range becomes several runs that cover it without a gap, the last
+// with the old run's intact blocks; they answer for every redelivery,
+// across a restart, and a repair that fails leaves none of them behind.
+func TestDedupeRepairInChunks(t *testing.T) {
+	defer func(t, r, c int) { tailKeys, maxRuns, repairChunk = t, r, c }(tailKeys, maxRuns, repairChunk)
+	tailKeys, maxRuns, repairChunk = 1000, 10, 70
+	dir := t.TempDir()
+	l, err := Open(DefaultConfig(dir))
+	require.NoError(t, err)
+	evs := appendNew(t, l, 300)
+	require.NoError(t, l.Close()) // one run, 1-300
+	path := filepath.Join(dir, dedupeDirName, runName(1, 300))
+	flipByte(t, path, runHeader+5) // its first block
+
+	ranges := func(l *Log) (out [][2]uint64) {
+		l.index.mu.RLock()
+		defer l.index.mu.RUnlock()
+		for _, r := range l.index.runs {
+			out = append(out, [2]uint64{r.first, r.last})
+		}
+		return out
+	}
+	// A repair that fails (the second run cannot be written) leaves the
+	// corrupt run, and no chunk of its own.
+	var failures atomic.Int64
+	restore := SetRunWriteHook(func(first, _ uint64) error {
+		if first > 1 {
+			failures.Add(1)
+			return errors.New("disk full")
+		}
+		return nil
+	})
+	l, err = Open(DefaultConfig(dir))
+	require.NoError(t, err)
+	i := 0
+	require.Eventually(t, func() bool {
+		// New events: the filters' scan finds the corrupt block, and its
+		// result reaches the committer at a group.
+		extra := evs[0]
+		extra.Recipient = fmt.Sprint("x", i)
+		i++
+		_, _ = l.AppendCtx(extra) // fails when its lookup needs the corrupt block
+		return failures.Load() > 0
+	}, 10*time.Second, time.Millisecond)
+	require.NoError(t, l.Close())
+	restore()
+	names, err := os.ReadDir(filepath.Join(dir, dedupeDirName))
+	require.NoError(t, err)
+	require.Len(t, names, 1, "%v", names)
+	require.Equal(t, runName(1, 300), names[0].Name())
+
+	l, err = Open(DefaultConfig(dir))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		res, err := l.Append(context.Background(), slices.Clone(evs))
+		return err == nil && res.Duplicates == 300
+	}, 10*time.Second, 5*time.Millisecond)
+	require.EqualValues(t, 1, l.DedupeStats().RunRepairs)
+	require.NoError(t, l.Close())
+
+	l, err = Open(DefaultConfig(dir))
+	require.NoError(t, err)
+	defer l.Close()
+	// The processes' Close wrote their tails, from 301 on.
+	rs := ranges(l)
+	require.Equal(t, [][2]uint64{{1, 70}, {71, 140}, {141, 210}, {211, 280}, {281, 300}}, rs[:5])
+	require.EqualValues(t, 301, rs[5][0])
+	res, err := l.Append(context.Background(), slices.Clone(evs))
+	require.NoError(t, err)
+	require.Equal(t, 300, res.Duplicates)
+}
+
+// appendNew appends n new events received now, ten at a time, and returns
+// them.
+func appendNew(t *testing.T, l *Log, n int) []event.Event {
+	t.Helper()
+	var evs []event.Event
+	for i := range n {
+		evs = append(evs, event.Event{Source: "s", Provider: "p", ProviderEvent: "delivered", Type: event.Delivered,
+			Account: "a", Campaign: "c", Recipient: fmt.Sprint(i), EventTime: time.Now(), ReceivedTime: time.Now()})
+	}
+	for i := 0; i < n; i += 10 {
+		_, err := l.AppendCtx(evs[i:min(i+10, n)]...)
+		require.NoError(t, err)
+	}
+	return evs
 }
