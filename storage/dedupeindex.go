@@ -202,9 +202,12 @@ func openDedupeIndex(dir string, tailKeys int, logf func(string, ...any)) (*dedu
 		for i > 0 && r.first <= kept[i-1].first {
 			i--
 		}
-		if r.bad.Load() && covers(kept[i:], r.first, r.last) {
-			// A corrupt merged run whose inputs are all there, intact:
-			// the inputs stay.
+		if covers(kept[i:], r.first, r.last) {
+			// The runs it contains cover its range, each intact: a
+			// merge's inputs, or a repair's runs, that a crash left
+			// beside it. They stay: it may be the corrupt run a repair
+			// replaced (its damage in a block Open does not read), and
+			// a merge only has to run again.
 			if err := remove(r); err != nil {
 				return nil, err
 			}
@@ -500,18 +503,32 @@ func (x *dedupeIndex) repairRuns(cut uint32) time.Duration {
 			x.log("dedupe index: writing a corrupt run again failed; lookups that need it fail meanwhile", "run", filepath.Base(r.path), "err", err)
 			continue
 		}
+		// With several runs, r's file has a name of its own: it goes
+		// before they take its place (lookups read it through its open
+		// handle meanwhile), so that no two runs overlap (merges name
+		// their output by range). Should the removal not be durable,
+		// Open finds the new runs covering r, and drops r.
+		if len(ms) > 1 {
+			if err := os.Remove(r.path); err != nil {
+				for _, m := range ms {
+					_ = m.f.Close()
+					_ = os.Remove(m.path)
+				}
+				failed = true
+				x.log("dedupe index: a repaired run could not be replaced; lookups that need it fail meanwhile", "run", filepath.Base(r.path), "err", err)
+				continue
+			}
+			if err := syncDir(x.dir); err != nil {
+				x.log("dedupe index: syncing the runs' directory failed", "err", err)
+			}
+		}
 		x.mu.Lock()
 		k := slices.Index(x.runs, r)
 		x.runs = slices.Replace(x.runs, k, k+1, ms...)
 		x.published()
+		x.repairs.Add(1) // with the swap: whoever sees the new runs sees the count
 		x.mu.Unlock()
 		_ = r.f.Close()
-		if len(ms) > 1 { // the last has another name: r's file is left
-			if err := os.Remove(r.path); err != nil {
-				x.log("dedupe index: removing a repaired run failed (the next start removes it)", "path", r.path, "err", err)
-			}
-		}
-		x.repairs.Add(1)
 		hashes := 0
 		for _, m := range ms {
 			hashes += m.n
@@ -647,7 +664,9 @@ func (x *dedupeIndex) maintain() time.Duration {
 		// for its repair.
 		i := -1
 		for j := 0; j+1 < len(runs); j++ {
-			if runs[j].bad.Load() || runs[j+1].bad.Load() {
+			// (Runs never overlap; should they, a merge would be named
+			// as one of its inputs.)
+			if runs[j].bad.Load() || runs[j+1].bad.Load() || runs[j].last >= runs[j+1].first {
 				continue
 			}
 			if i < 0 || runs[j].n+runs[j+1].n < runs[i].n+runs[i+1].n {

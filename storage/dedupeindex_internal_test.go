@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -141,8 +142,8 @@ func TestDedupeIndexExpiry(t *testing.T) {
 	require.Equal(t, uint32(200), m.maxExp)
 }
 
-// Open keeps a merged run over the inputs a crash left behind, and
-// removes unfinished files.
+// Open keeps the inputs a crash left beside a merged run that covers
+// them (the merge only has to run again), and removes unfinished files.
 func TestDedupeIndexOpenAfterCrashedMerge(t *testing.T) {
 	dir := t.TempDir()
 	r1 := writeTestRun(t, dir, 1, 10, []runEnt{{testHash("a"), 50}})
@@ -153,16 +154,27 @@ func TestDedupeIndexOpenAfterCrashedMerge(t *testing.T) {
 	writeTestRun(t, dir, 21, 30, []runEnt{{testHash("c"), 70}})
 	require.NoError(t, os.WriteFile(filepath.Join(dir, runName(31, 40)+".tmp"), []byte("half"), 0o644))
 
+	// A merge whose second input was already removed: it stays.
+	r4 := writeTestRun(t, dir, 41, 50, []runEnt{{testHash("d"), 80}})
+	r5 := writeTestRun(t, dir, 51, 60, []runEnt{{testHash("e"), 90}})
+	m2, err := mergeRuns(dir, r4, r5, 0, nil)
+	require.NoError(t, err)
+	require.NoError(t, m2.f.Close())
+	require.NoError(t, os.Remove(r5.path))
+
 	x, err := openDedupeIndex(dir, 10, func(string, ...any) {})
 	require.NoError(t, err)
 	defer x.closeRuns()
-	require.Len(t, x.runs, 2)
-	require.Equal(t, [2]uint64{1, 20}, [2]uint64{x.runs[0].first, x.runs[0].last})
-	require.EqualValues(t, 30, x.covered.Load())
-	require.EqualValues(t, 31, x.tailFrom)
+	var ranges [][2]uint64
+	for _, r := range x.runs {
+		ranges = append(ranges, [2]uint64{r.first, r.last})
+	}
+	require.Equal(t, [][2]uint64{{1, 10}, {11, 20}, {21, 30}, {41, 60}}, ranges)
+	require.EqualValues(t, 60, x.covered.Load())
+	require.EqualValues(t, 61, x.tailFrom)
 	names, err := os.ReadDir(dir)
 	require.NoError(t, err)
-	require.Len(t, names, 2)
+	require.Len(t, names, 4)
 }
 
 // FuzzDedupeRun opens arbitrary bytes as a run: it is refused, or its
@@ -712,15 +724,27 @@ func TestDedupeRepairInChunks(t *testing.T) {
 		return err == nil && res.Duplicates == 300
 	}, 10*time.Second, 5*time.Millisecond)
 	require.EqualValues(t, 1, l.DedupeStats().RunRepairs)
+	// The corrupt run left before its replacements came in: no run in
+	// the index overlaps another, nor does any file.
+	names, err = os.ReadDir(filepath.Join(dir, dedupeDirName))
+	require.NoError(t, err)
+	for _, n := range names {
+		require.NotEqual(t, runName(1, 300), n.Name())
+		require.False(t, strings.HasSuffix(n.Name(), ".tmp"), n.Name())
+	}
+	rs := ranges(l)
+	for i := 1; i < len(rs); i++ {
+		require.Greater(t, rs[i][0], rs[i-1][1], "%v", rs)
+	}
 	require.NoError(t, l.Close())
 
 	l, err = Open(DefaultConfig(dir))
 	require.NoError(t, err)
 	defer l.Close()
-	// The processes' Close wrote their tails, from 301 on.
-	rs := ranges(l)
+	// (A run from 301 on holds new events the failing process stored.)
+	rs = ranges(l)
+	require.GreaterOrEqual(t, len(rs), 5)
 	require.Equal(t, [][2]uint64{{1, 70}, {71, 140}, {141, 210}, {211, 280}, {281, 300}}, rs[:5])
-	require.EqualValues(t, 301, rs[5][0])
 	res, err := l.Append(context.Background(), slices.Clone(evs))
 	require.NoError(t, err)
 	require.Equal(t, 300, res.Duplicates)
@@ -740,4 +764,33 @@ func appendNew(t *testing.T, l *Log, n int) []event.Event {
 		require.NoError(t, err)
 	}
 	return evs
+}
+
+// Runs never overlap; should two, maintain does not merge them (the
+// merged run would take one input's name, and the input's removal would
+// delete it).
+func TestMaintainSkipsOverlappingRuns(t *testing.T) {
+	defer func(old int) { maxRuns = old }(maxRuns)
+	maxRuns = 2
+	dir := t.TempDir()
+	x, err := openDedupeIndex(dir, 10, func(string, ...any) {})
+	require.NoError(t, err)
+	defer x.closeRuns()
+	now := unixNow()
+	x.runs = []*dedupeRun{
+		writeTestRun(t, dir, 1, 30, []runEnt{{testHash("a"), now + 100}}),
+		writeTestRun(t, dir, 11, 40, []runEnt{{testHash("b"), now + 100}}),
+		writeTestRun(t, dir, 41, 50, []runEnt{{testHash("c"), now + 100}}),
+	}
+	x.owned.Store(true)
+	x.maintain()
+	var ranges [][2]uint64
+	for _, r := range x.runs {
+		ranges = append(ranges, [2]uint64{r.first, r.last})
+	}
+	require.Equal(t, [][2]uint64{{1, 30}, {11, 50}}, ranges)
+	for _, r := range x.runs {
+		_, err := os.Stat(r.path)
+		require.NoError(t, err)
+	}
 }
