@@ -467,12 +467,12 @@ func (x *dedupeIndex) badFirst() uint64 {
 	return first
 }
 
-// repairRuns writes every run marked bad again: the hashes of the log's
-// events in its range, and those of its blocks that are intact (retention
-// may have removed their events). The new run replaces the file under the
-// same name; the old one's handle closes once no lookup can hold it. It
-// returns how long to wait before retrying one that failed (0: none
-// failed).
+// repairRuns writes every run marked bad again (repair): the hashes of
+// the log's events in its range, and those of its blocks that are intact
+// (retention may have removed their events), as one run under its name or
+// several that cover its range. The old handle closes once no lookup can
+// hold it. It returns how long to wait before retrying one that failed
+// (0: none failed).
 func (x *dedupeIndex) repairRuns(cut uint32) time.Duration {
 	x.mu.RLock()
 	var bad []*dedupeRun
