@@ -50,14 +50,14 @@ type dedupeFilters struct {
 	started    bool         // the scan is started (or not needed)
 	scan       chan scanResult
 	// rescan is set when the scan found a run corrupt: it starts again
-	// once the index has repaired a run since it started (scanRepairs).
-	rescan      bool
-	scanRepairs int64
-	stop        <-chan struct{}
-	wg          *sync.WaitGroup // the Log's: Close waits for the scan
-	log         func(msg string, args ...any)
-	stats       dedupeStats // for DedupeStats, read from other goroutines
-	epoch       time.Time   // the monotonic origin of instants
+	// once a corrupt run has left the index since it started (scanHealed).
+	rescan     bool
+	scanHealed int64
+	stop       <-chan struct{}
+	wg         *sync.WaitGroup // the Log's: Close waits for the scan
+	log        func(msg string, args ...any)
+	stats      dedupeStats // for DedupeStats, read from other goroutines
+	epoch      time.Time   // the monotonic origin of instants
 }
 
 type dedupeStats struct {
@@ -218,7 +218,7 @@ func (d *dedupeFilters) add(h Hash, expiresAt uint64, now instant) {
 // at the first group, takes its result when it is done, and drops the
 // filters whose keys have all expired.
 func (d *dedupeFilters) maintain(x *dedupeIndex, now instant) {
-	if !d.started || d.rescan && x.repairs.Load() != d.scanRepairs {
+	if !d.started || d.rescan && x.healed.Load() != d.scanHealed {
 		d.started, d.rescan = true, false
 		d.startScan(x)
 	}
@@ -284,7 +284,7 @@ func (d *dedupeFilters) mergeNewest() {
 // tail Open rebuilt) into filters of its own, on a goroutine; an empty
 // index needs no scan.
 func (d *dedupeFilters) startScan(x *dedupeIndex) {
-	d.scanRepairs = x.repairs.Load()
+	d.scanHealed = x.healed.Load()
 	runs, tail, err := x.snapshot()
 	if err != nil {
 		d.log("dedupe filter: the index cannot be read; every event is looked up in it", "err", err)

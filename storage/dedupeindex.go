@@ -89,6 +89,9 @@ type dedupeIndex struct {
 	// fromLog returns a run's entries from the log's events (Log.runFromLog).
 	fromLog func(first, last uint64, cut uint32, quit <-chan struct{}, chunk int, emit func(last uint64, ents []runEnt) error) ([]runEnt, error)
 	repairs atomic.Int64
+	// healed counts the corrupt runs that left the index, repaired or
+	// expired whole: the filters scan again after one.
+	healed atomic.Int64
 	// repairAt and repairWait pace the repairs that fail (maintainer
 	// only): a repair reads the run's whole range of the log.
 	repairAt   time.Time
@@ -527,6 +530,7 @@ func (x *dedupeIndex) repairRuns(cut uint32) time.Duration {
 		x.runs = slices.Replace(x.runs, k, k+1, ms...)
 		x.published()
 		x.repairs.Add(1) // with the swap: whoever sees the new runs sees the count
+		x.healed.Add(1)
 		x.mu.Unlock()
 		_ = r.f.Close()
 		hashes := 0
@@ -649,6 +653,9 @@ func (x *dedupeIndex) maintain() time.Duration {
 	for i, r := range x.runs {
 		if r.maxExp < cut && i < len(x.runs)-1 {
 			gone = append(gone, r)
+			if r.bad.Load() {
+				x.healed.Add(1)
+			}
 			continue
 		}
 		kept = append(kept, r)

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -793,4 +794,45 @@ func TestMaintainSkipsOverlappingRuns(t *testing.T) {
 		_, err := os.Stat(r.path)
 		require.NoError(t, err)
 	}
+}
+
+// A corrupt run that expires whole before its repair leaves the index,
+// and the filters, which could not scan it, scan again and turn ready.
+func TestFiltersRescanAfterCorruptRunExpires(t *testing.T) {
+	dir := t.TempDir()
+	now := unixNow()
+	old := now - 2*uint32(expirySlack/time.Second)
+	var ents []runEnt
+	for i := range 200 {
+		ents = append(ents, runEnt{testHash(fmt.Sprint(i)), old})
+	}
+	r := writeTestRun(t, dir, 1, 10, ents)
+	_ = r.f.Close()
+	flipByte(t, r.path, runHeader+3) // a block: found by the scan
+	r2 := writeTestRun(t, dir, 11, 20, []runEnt{{testHash("b"), now + 100}})
+	_ = r2.f.Close()
+	x, err := openDedupeIndex(dir, 10, func(string, ...any) {})
+	require.NoError(t, err)
+	defer x.closeRuns()
+	x.owned.Store(true)
+	x.fromLog = func(uint64, uint64, uint32, <-chan struct{}, int, func(uint64, []runEnt) error) ([]runEnt, error) {
+		return nil, errors.New("the log cannot be read")
+	}
+	var wg sync.WaitGroup
+	d := newDedupeFilters(1, nil, &wg, func(string, ...any) {})
+	step := func() {
+		d.maintain(x, d.at(time.Now()))
+		wg.Wait()
+	}
+	step() // starts the scan
+	step() // takes its result: a corrupt run
+	require.True(t, d.rescan)
+	require.False(t, d.ready)
+	step()
+	require.Nil(t, d.scan, "no scan again while the run is there")
+	x.maintain() // the repair fails; the run has expired whole and goes
+	require.Len(t, x.runs, 1)
+	step() // scans again
+	step()
+	require.True(t, d.ready)
 }
