@@ -438,19 +438,6 @@ func TestRunDetectsEveryCorruptByte(t *testing.T) {
 	require.NotErrorIs(t, err, errRunCorrupt)
 }
 
-func flipByte(t *testing.T, path string, off int64) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	require.NoError(t, err)
-	defer f.Close()
-	b := []byte{0}
-	_, err = f.ReadAt(b, off)
-	require.NoError(t, err)
-	b[0] ^= 0x20
-	_, err = f.WriteAt(b, off)
-	require.NoError(t, err)
-}
-
 // writeRunsOf10 writes k runs of 5 live hashes each, covering 1-10,
 // 11-20, ...
 func writeRunsOf10(t *testing.T, dir string, k int) {
@@ -474,7 +461,7 @@ func TestDedupeRepairPaced(t *testing.T) {
 	for _, owned := range []bool{false, true} {
 		dir := t.TempDir()
 		writeRunsOf10(t, dir, 3)
-		flipByte(t, filepath.Join(dir, runName(11, 20)), 20) // a header: found at Open
+		FlipByte(t, filepath.Join(dir, runName(11, 20)), 20) // a header: found at Open
 		var merges atomic.Int64
 		x, err := openDedupeIndex(dir, 10, func(msg string, _ ...any) {
 			if msg == "dedupe index: merging runs failed" {
@@ -526,7 +513,7 @@ func TestOpenKeepsIntactInputsOfCorruptMerge(t *testing.T) {
 		}
 		m := writeTestRun(t, dir, 1, 20, []runEnt{{testHash("m"), unixNow() + 3600}})
 		_ = m.f.Close()
-		flipByte(t, m.path, 20)
+		FlipByte(t, m.path, 20)
 		x, err := openDedupeIndex(dir, 10, func(string, ...any) {})
 		require.NoError(t, err)
 		var names []string
@@ -558,7 +545,7 @@ func TestDedupeRepairKeepsIntactBlocks(t *testing.T) {
 	slices.SortFunc(ents, func(a, b runEnt) int { return bytes.Compare(a.h[:], b.h[:]) })
 	ents[5].exp = now - 10 // expired before the repair's cut: left out
 	r := writeTestRun(t, dir, 1, 1000, ents)
-	flipByte(t, r.path, runHeader+runBlock*runEntry+3) // block 1
+	FlipByte(t, r.path, runHeader+runBlock*runEntry+3) // block 1
 	buf := make([]byte, runBlock*runEntry)
 	_, _, err := r.find(ents[runBlock].h, buf)
 	require.ErrorIs(t, err, errRunCorrupt)
@@ -685,7 +672,7 @@ func TestDedupeRepairInChunks(t *testing.T) {
 	evs := appendNew(t, l, 300)
 	require.NoError(t, l.Close()) // one run, 1-300
 	path := filepath.Join(dir, dedupeDirName, runName(1, 300))
-	flipByte(t, path, runHeader+5) // its first block
+	FlipByte(t, path, runHeader+5) // its first block
 
 	ranges := func(l *Log) (out [][2]uint64) {
 		l.index.mu.RLock()
@@ -814,7 +801,7 @@ func TestFiltersRescanAfterCorruptRunExpires(t *testing.T) {
 	}
 	r := writeTestRun(t, dir, 1, 10, ents)
 	_ = r.f.Close()
-	flipByte(t, r.path, runHeader+3) // a block: found by the scan
+	FlipByte(t, r.path, runHeader+3) // a block: found by the scan
 	r2 := writeTestRun(t, dir, 11, 20, []runEnt{{testHash("b"), now + 100}})
 	_ = r2.f.Close()
 	x, err := openDedupeIndex(dir, 10, func(string, ...any) {})

@@ -104,15 +104,11 @@ func TestDedupeRunsRememberAcrossMergesAndRestarts(t *testing.T) {
 func TestDedupeRunsLeftPastMaxRunsAreMerged(t *testing.T) {
 	defer storage.SetDedupeRunSizes(40, 100)()
 	dir := t.TempDir()
-	l := openLog(t, storage.DefaultConfig(dir))
-	all := nowEvents(0, 600)
-	acc, _ := appendAll(t, l, all, 15)
-	require.Equal(t, 600, acc)
-	require.NoError(t, l.Close())
+	all, _ := storeAndClose(t, dir, 600, 15)
 
 	// The maintainer has exited with Close: the sizes may change.
 	defer storage.SetDedupeRunSizes(40, 3)()
-	l = openLog(t, storage.DefaultConfig(dir))
+	l := openLog(t, storage.DefaultConfig(dir))
 	defer l.Close()
 	require.Greater(t, l.DedupeStats().Runs, 3)
 	acc, dups := appendAll(t, l, append(nowEvents(600, 601), all[:5]...), 6)
@@ -130,15 +126,20 @@ func flipRunByte(t *testing.T, dir string, i int, off int64) {
 	runs, err := filepath.Glob(filepath.Join(dir, "dedupe", "*.run"))
 	require.NoError(t, err)
 	require.Greater(t, len(runs), i)
-	f, err := os.OpenFile(runs[i], os.O_RDWR, 0)
-	require.NoError(t, err)
-	defer f.Close()
-	b := []byte{0}
-	_, err = f.ReadAt(b, off)
-	require.NoError(t, err)
-	b[0] ^= 0x20
-	_, err = f.WriteAt(b, off)
-	require.NoError(t, err)
+	storage.FlipByte(t, runs[i], off)
+}
+
+// storeAndClose stores n new events, batch at a time, in a log in dir and
+// closes it (its tail becomes a run too); it returns the events and the
+// index's stats at Close.
+func storeAndClose(t *testing.T, dir string, n, batch int) ([]event.Event, storage.DedupeStats) {
+	t.Helper()
+	l := openLog(t, storage.DefaultConfig(dir))
+	all := nowEvents(0, n)
+	acc, _ := appendAll(t, l, all, batch)
+	require.Equal(t, n, acc)
+	require.NoError(t, l.Close())
+	return all, l.DedupeStats()
 }
 
 // A run found corrupt, at Open (its header) or by a lookup (a block), is
@@ -148,18 +149,13 @@ func flipRunByte(t *testing.T, dir string, i int, off int64) {
 func TestDedupeCorruptRunIsWrittenAgainFromTheLog(t *testing.T) {
 	defer storage.SetDedupeRunSizes(40, 100)()
 	dir := t.TempDir()
-	l := openLog(t, storage.DefaultConfig(dir))
-	all := nowEvents(0, 200)
-	acc, _ := appendAll(t, l, all, 10)
-	require.Equal(t, 200, acc)
-	require.NoError(t, l.Close())
-	before := l.DedupeStats()
-	require.Greater(t, before.Runs, 2)
+	all, closed := storeAndClose(t, dir, 200, 10)
+	require.Greater(t, closed.Runs, 2)
 
 	flipRunByte(t, dir, 0, 20)    // the first run's header: found at Open
 	flipRunByte(t, dir, 1, 48+30) // the second run's first block: found by a lookup
 	// Read only (as export and rebuild open it): nothing is written.
-	l = openLog(t, storage.DefaultConfig(dir))
+	l := openLog(t, storage.DefaultConfig(dir))
 	n := 0
 	require.NoError(t, l.ReadFrom(context.Background(), 1, func(*event.Event) error { n++; return nil }))
 	require.Equal(t, 200, n)
@@ -183,7 +179,7 @@ func TestDedupeCorruptRunIsWrittenAgainFromTheLog(t *testing.T) {
 	require.Equal(t, 200, res.Duplicates)
 	st := l.DedupeStats()
 	require.EqualValues(t, 2, st.RunRepairs)
-	require.Equal(t, before.RunHashes, st.RunHashes)
+	require.Equal(t, closed.RunHashes, st.RunHashes)
 	t.Logf("appends failed before the repair: %d", failed)
 	acc, dups := appendAll(t, l, nowEvents(195, 210), 5)
 	require.Equal(t, 10, acc)
@@ -203,11 +199,7 @@ func TestDedupeCorruptRunIsWrittenAgainFromTheLog(t *testing.T) {
 func TestDedupeCorruptHeaderKeepsFiltersWaiting(t *testing.T) {
 	defer storage.SetDedupeRunSizes(40, 100)()
 	dir := t.TempDir()
-	l := openLog(t, storage.DefaultConfig(dir))
-	all := nowEvents(0, 200)
-	acc, _ := appendAll(t, l, all, 10)
-	require.Equal(t, 200, acc)
-	require.NoError(t, l.Close())
+	all, _ := storeAndClose(t, dir, 200, 10)
 	flipRunByte(t, dir, 0, 20) // the first run's header
 
 	var hold atomic.Bool
@@ -218,7 +210,7 @@ func TestDedupeCorruptHeaderKeepsFiltersWaiting(t *testing.T) {
 		}
 		return nil
 	})()
-	l = openLog(t, storage.DefaultConfig(dir))
+	l := openLog(t, storage.DefaultConfig(dir))
 	defer l.Close()
 	for i := range 20 { // new events, and redeliveries of the corrupt run's
 		res, err := l.Append(context.Background(), append(nowEvents(300+i, 301+i), all[i]))
@@ -244,14 +236,10 @@ func TestDedupeCorruptHeaderKeepsFiltersWaiting(t *testing.T) {
 func TestTrimKeepsEventsOfCorruptRun(t *testing.T) {
 	defer storage.SetDedupeRunSizes(40, 100)()
 	dir := t.TempDir()
-	l := openLog(t, storage.DefaultConfig(dir))
-	all := nowEvents(0, 200)
-	acc, _ := appendAll(t, l, all, 10)
-	require.Equal(t, 200, acc)
-	require.NoError(t, l.Close())
+	all, _ := storeAndClose(t, dir, 200, 10)
 	flipRunByte(t, dir, 2, 20) // the third run's header: found at Open
 
-	l = openLog(t, storage.DefaultConfig(dir))
+	l := openLog(t, storage.DefaultConfig(dir))
 	defer l.Close()
 	n, err := l.Trim(context.Background(), 200, time.Now().Add(time.Hour))
 	require.NoError(t, err)

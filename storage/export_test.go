@@ -1,5 +1,12 @@
 package storage
 
+import (
+	"os"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
 // SetDedupeFilterKeys sizes each dedupe filter for n keys, so that a test
 // fills several; it returns the function that restores the default.
 func SetDedupeFilterKeys(n int) (restore func()) {
@@ -30,4 +37,19 @@ func SetRunWriteHook(fail func(first, last uint64) error) (restore func()) {
 	old := runWriteHook
 	runWriteHook = fail
 	return func() { runWriteHook = old }
+}
+
+// FlipByte flips a bit of the byte at off in the file at path: damage a
+// checksum must find.
+func FlipByte(t testing.TB, path string, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	require.NoError(t, err)
+	defer f.Close()
+	b := []byte{0}
+	_, err = f.ReadAt(b, off)
+	require.NoError(t, err)
+	b[0] ^= 0x20
+	_, err = f.WriteAt(b, off)
+	require.NoError(t, err)
 }
