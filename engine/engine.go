@@ -240,12 +240,17 @@ type Engine struct {
 	// dirtyBytes over-estimates what the dirty records and counters add
 	// to a transaction (see maxDirtyBytes).
 	dirtyBytes int
-	// part selects what apply applies, in bulk passes (see bulk.go): of
-	// the recipient part, only partition partI of partN. records counts
-	// the recipient records a bulk range touches, in its first pass.
-	part         partMode
-	partN, partI uint64
-	records      *hyperloglog.Sketch
+	// part selects what apply applies, in bulk passes (see bulk.go).
+	part partMode
+	// In a bulk catch-up's first pass, spill takes the events for the
+	// recipient passes (sbuf is its scratch) and records counts the
+	// recipient records they touch; sparse, in those passes, lets apply
+	// take a subsequence of the log.
+	spill   *spill
+	sbuf    []byte
+	records *hyperloglog.Sketch
+	sparse  bool
+	deltas  *countDeltas // in the recipient passes, takes addCount's changes
 
 	applied   atomic.Uint64
 	appliedCh atomic.Pointer[chan struct{}]
@@ -630,7 +635,7 @@ func (e *Engine) campaignFor(ev *event.Event) *campaign {
 // records depend only on its own events (in log order, which every pass
 // keeps), and counters only add up.
 func (e *Engine) apply(ev *event.Event) error {
-	if ev.Seq != e.applied.Load()+uint64(e.pending)+1 {
+	if !e.sparse && ev.Seq != e.applied.Load()+uint64(e.pending)+1 {
 		return fmt.Errorf("engine: log gap: got seq %d after %d", ev.Seq, e.applied.Load()+uint64(e.pending))
 	}
 	if e.rtxn == nil {
@@ -852,6 +857,9 @@ const seriesMinutes = 4
 // addCount adds d to series s (a key prefix) at event time t, in its total
 // and its minute. Like recipient, it allocates only on a cache miss.
 func (e *Engine) addCount(s []byte, t int64, d int64) error {
+	if e.deltas != nil {
+		return e.deltas.add(s, t, d)
+	}
 	minute := floorDiv(t, microsPerMinute)
 	h := xxh3.Hash(s)
 	se := e.series[h]
