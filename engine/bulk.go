@@ -127,8 +127,11 @@ func (e *Engine) catchUpBulk(ctx context.Context, progress func(applied uint64))
 // maxSpillBuckets; the groups are as large as the counted records allow.
 // Past the buckets' cap, a group's records overflow into the second tier
 // and then into the store (evictions).
-func (e *Engine) catchUpSpilled(ctx context.Context, from, last, target uint64, report func(done uint64)) error {
+func (e *Engine) catchUpSpilled(ctx context.Context, from, last, target uint64, report func(done uint64)) (err error) {
 	n := last - from + 1
+	// progressAt reports progress as a fraction of the range: the first pass,
+	// the recipient passes and the counters count a third each.
+	progressAt := func(third int, x float64) { report(uint64((float64(third) + min(x, 1)) / 3 * float64(n))) }
 	nb := int(min((n*2+target-1)/target, maxSpillBuckets))
 	sp, err := newSpill(filepath.Dir(filepath.Clean(e.cfg.Dir)), nb)
 	if err != nil {
@@ -137,15 +140,20 @@ func (e *Engine) catchUpSpilled(ctx context.Context, from, last, target uint64, 
 	defer sp.close()
 	lifts := e.liftQ
 	e.liftQ = nil
+	defer func() {
+		e.part, e.spill, e.records, e.deltas = partAll, nil, nil, nil
+		if err != nil {
+			e.liftQ = lifts
+		}
+	}()
 	e.part, e.spill, e.records = partGlobal, sp, hyperloglog.New16()
-	err = e.bulkPass(ctx, from, last, func(i uint64) { report(i / 3) })
+	err = e.bulkPass(ctx, from, last, func(i uint64) { progressAt(0, float64(i)/float64(n)) })
 	records := e.records.Estimate()
 	e.spill, e.records = nil, nil
 	if err == nil {
 		err = sp.finish()
 	}
 	if err != nil {
-		e.liftQ = lifts
 		return err
 	}
 	total := 0
@@ -168,7 +176,6 @@ func (e *Engine) catchUpSpilled(ctx context.Context, from, last, target uint64, 
 	}
 	defer cd.sp.close()
 	e.part, e.deltas = partRecip, cd
-	defer func() { e.deltas = nil }()
 	done := 0
 	group := make([]int, 0, per)
 	for first := 0; first < nb; first += per {
@@ -183,7 +190,7 @@ func (e *Engine) catchUpSpilled(ctx context.Context, from, last, target uint64, 
 			}
 		}
 		err := e.bucketPass(ctx, sp, group, last, func(i int) {
-			report(n/3 + uint64(done+i)*n/uint64(max(3*total, 1)))
+			progressAt(1, float64(done+i)/float64(max(total, 1)))
 		})
 		if err == nil {
 			// The group's records are not touched again.
@@ -195,6 +202,10 @@ func (e *Engine) catchUpSpilled(ctx context.Context, from, last, target uint64, 
 		for _, b := range group {
 			done += sp.n[b]
 		}
+	}
+	// The events are applied: their file's space is free from here.
+	if err := sp.close(); err != nil {
+		return err
 	}
 	e.liftQ = e.liftQ[:0]
 	for _, l := range lifts {
@@ -212,9 +223,6 @@ func (e *Engine) catchUpSpilled(ctx context.Context, from, last, target uint64, 
 			return err
 		}
 		e.mu.Lock()
-		if e.rtxn == nil {
-			e.rtxn = e.db.NewTransaction(false)
-		}
 		err := cd.each(b, func(s []byte, t, d int64) error { return e.addCount(s, t, d) })
 		if err == nil {
 			err = e.endBulkBatch()
@@ -223,7 +231,7 @@ func (e *Engine) catchUpSpilled(ctx context.Context, from, last, target uint64, 
 		if err != nil {
 			return err
 		}
-		report(2*n/3 + uint64(b+1)*n/uint64(3*nt))
+		progressAt(2, float64(b+1)/float64(nt))
 	}
 	return nil
 }
@@ -258,6 +266,11 @@ func (e *Engine) bucketPass(ctx context.Context, sp *spill, bs []int, last uint6
 		if _, err := event.Decode(rec, &ev); err != nil {
 			return fmt.Errorf("engine: bulk spill: %w", err)
 		}
+		if i%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		if err := e.applyDueLifts(ev.Seq - 1); err != nil {
@@ -268,9 +281,6 @@ func (e *Engine) bucketPass(ctx context.Context, sp *spill, bs []int, last uint6
 		}
 		i++
 		if e.pending-batchStart >= e.cfg.BatchEvents || len(e.dirtyRecs)+len(e.dirtyCnts) >= e.maxDirty() {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
 			if err := e.endBulkBatch(); err != nil {
 				return err
 			}

@@ -68,7 +68,7 @@ func (e *Engine) sketchAdd(cid uint32, m metric, t int64, r string) error {
 		se = &sketchEntry{}
 		e.kbuf = k.bytes(e.kbuf[:0])
 		if e.mayExistBytes(e.kbuf) {
-			item, err := e.rtxn.Get(e.kbuf)
+			item, err := e.reader().Get(e.kbuf)
 			switch {
 			case errors.Is(err, badger.ErrKeyNotFound):
 			case err != nil:

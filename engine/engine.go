@@ -638,9 +638,6 @@ func (e *Engine) apply(ev *event.Event) error {
 	if !e.sparse && ev.Seq != e.applied.Load()+uint64(e.pending)+1 {
 		return fmt.Errorf("engine: log gap: got seq %d after %d", ev.Seq, e.applied.Load()+uint64(e.pending))
 	}
-	if e.rtxn == nil {
-		e.rtxn = e.db.NewTransaction(false)
-	}
 	r := event.NormalizeRecipient(ev.Recipient)
 	global, recip := e.parts(r)
 	if global || recip {
@@ -766,7 +763,7 @@ func (e *Engine) recipient(k []byte) (*recEntry, error) {
 		return re, nil
 	}
 	if e.mayExistBytes(k) {
-		item, err := e.rtxn.Get(k)
+		item, err := e.reader().Get(k)
 		switch {
 		case errors.Is(err, badger.ErrKeyNotFound):
 		case err != nil:
@@ -854,8 +851,19 @@ type seriesEntry struct {
 // before it (late and out-of-order ones).
 const seriesMinutes = 4
 
+// reader returns the read transaction of the apply side, opening one if
+// the last write closed it (the next reads must see what it wrote).
+func (e *Engine) reader() *badger.Txn {
+	if e.rtxn == nil {
+		e.rtxn = e.db.NewTransaction(false)
+	}
+	return e.rtxn
+}
+
 // addCount adds d to series s (a key prefix) at event time t, in its total
-// and its minute. Like recipient, it allocates only on a cache miss.
+// and its minute. Like recipient, it allocates only on a cache miss. In a
+// bulk catch-up's recipient passes it only records the change (see
+// countDeltas).
 func (e *Engine) addCount(s []byte, t int64, d int64) error {
 	if e.deltas != nil {
 		return e.deltas.add(s, t, d)
@@ -921,7 +929,7 @@ func (e *Engine) counter(s []byte, level byte, bucket int64) (*countEntry, error
 	var item *badger.Item
 	var err error
 	if e.mayExistBytes(e.cbuf) {
-		item, err = e.rtxn.Get(e.cbuf)
+		item, err = e.reader().Get(e.cbuf)
 	} else {
 		err = badger.ErrKeyNotFound
 	}
@@ -950,7 +958,7 @@ func (e *Engine) counter(s []byte, level byte, bucket int64) (*countEntry, error
 // the store has one, to what was read of its sealed value.
 func (e *Engine) readOpen(ce *countEntry) error {
 	e.cbuf[len(e.cbuf)-9] = levelOpen
-	item, err := e.rtxn.Get(e.cbuf)
+	item, err := e.reader().Get(e.cbuf)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return nil
 	}

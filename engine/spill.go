@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/zeebo/xxh3"
 )
 
 // spill holds a bulk catch-up's events sorted into buckets by recipient,
@@ -191,8 +193,14 @@ func (h *spillHeap) Pop() any {
 	return c
 }
 
+// close releases the file (and its space); later calls do nothing.
 func (s *spill) close() error {
-	return s.f.Close()
+	if s.f == nil {
+		return nil
+	}
+	err := s.f.Close()
+	s.f = nil
+	return err
 }
 
 // countDeltas holds the counter changes of a bulk catch-up's recipient
@@ -205,11 +213,14 @@ func (s *spill) close() error {
 // minutes at a time, each read and written once. Counters only add up, so
 // the order of the changes does not matter.
 type countDeltas struct {
-	sp     *spill
-	ids    map[string]uint32 // series -> id
-	series []string          // id -> series
-	t0     int64             // event time of the first bucket's start, µs
-	width  int64             // µs per bucket
+	sp *spill
+	// A series' id is found by its hash (ids), which a hash collision
+	// can point at another series: byName settles those.
+	ids    map[uint64]uint32
+	byName map[string]uint32
+	series []string // id -> series
+	t0     int64    // event time of the first bucket's start, µs
+	width  int64    // µs per bucket
 	buf    []byte
 }
 
@@ -222,16 +233,20 @@ func newCountDeltas(dir string, tmin, tmax int64) (*countDeltas, error) {
 		return nil, err
 	}
 	width := (minutes + nb - 1) / nb * microsPerMinute
-	return &countDeltas{sp: sp, ids: map[string]uint32{}, t0: lo * microsPerMinute, width: width}, nil
+	return &countDeltas{sp: sp, ids: map[uint64]uint32{}, byName: map[string]uint32{}, t0: lo * microsPerMinute, width: width}, nil
 }
 
 // add spills a change of d at event time t to series s.
 func (c *countDeltas) add(s []byte, t, d int64) error {
-	id, ok := c.ids[string(s)]
-	if !ok {
-		id = uint32(len(c.series))
-		c.series = append(c.series, string(s))
-		c.ids[c.series[id]] = id
+	h := xxh3.Hash(s)
+	id, ok := c.ids[h]
+	if !ok || c.series[id] != string(s) {
+		if id, ok = c.byName[string(s)]; !ok {
+			id = uint32(len(c.series))
+			c.series = append(c.series, string(s))
+			c.byName[c.series[id]] = id
+		}
+		c.ids[h] = id
 	}
 	b := min(max(floorDiv(t-c.t0, c.width), 0), int64(len(c.sp.n)-1))
 	c.buf = binary.AppendUvarint(c.buf[:0], uint64(id))

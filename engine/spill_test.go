@@ -1,7 +1,9 @@
 package engine
 
 import (
+	"context"
 	"encoding/binary"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -11,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mailfunnel/mailfunnel/event"
+	"github.com/mailfunnel/mailfunnel/storage/storagetest"
 )
 
 // TestSpillMergesBucketsInLogOrder spills events of many recipients into
@@ -123,4 +126,123 @@ func TestCountDeltasRoundTrip(t *testing.T) {
 	slices.SortFunc(want, cmp)
 	slices.SortFunc(got, cmp)
 	require.Equal(t, want, got)
+}
+
+func bulkTestEvent(i int, typ event.Type, r, camp string) event.Event {
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	return event.Event{Source: "sp", Provider: "sendpulse", ProviderEvent: typ.String(), Type: typ,
+		Account: "a", Campaign: camp, Recipient: r, RecipientDomain: event.Domain(r),
+		EventTime: base.Add(time.Duration(i) * time.Second), ReceivedTime: base.Add(48 * time.Hour), MessageID: fmt.Sprint(i)}
+}
+
+// inBucket returns k recipients named prefix<i>@x.com in bucket b of nb.
+func inBucket(prefix string, b, nb, k int) []string {
+	var out []string
+	for i := 0; len(out) < k; i++ {
+		s := fmt.Sprintf("%s%d@x.com", prefix, i)
+		if spillBucket(s, nb) == b {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// TestBulkLiftBetweenGroupEvents: operator lifts recorded at events
+// without a recipient fall between two events of the lifted recipient's
+// group, so a recipient pass applies them before the next event, outside
+// apply, after a batch end has closed the read transaction. (A review
+// found this crashing the rebuild.)
+func TestBulkLiftBetweenGroupEvents(t *testing.T) {
+	l := storagetest.New(t)
+	const nb = maxSpillBuckets // the log has over 512 events and the cache is 1
+	rs := inBucket("r", 7, nb, 30)
+	s := inBucket("s", 7, nb, 1)[0]
+	i := 0
+	next := func(typ event.Type, rc, camp string) event.Event {
+		i++
+		return bulkTestEvent(i, typ, rc, camp)
+	}
+	inc, err := Open(DefaultConfig(t.TempDir()), l)
+	require.NoError(t, err)
+	defer inc.Close()
+	app := func(evs ...event.Event) {
+		_, err := l.AppendCtx(evs...)
+		require.NoError(t, err)
+		require.NoError(t, inc.CatchUp(context.Background(), nil))
+	}
+	for _, r := range rs {
+		app(next(event.Complained, r, "c0"))
+	}
+	for j, r := range rs {
+		var blk []event.Event
+		for k := 0; k < 20; k++ {
+			blk = append(blk, next(event.Delivered, s, fmt.Sprintf("c%d-%d", j, k)))
+		}
+		blk = append(blk, next(event.Sent, "", "c0"))
+		app(blk...)
+		_, seq, err := inc.LiftSuppression(r)
+		require.NoError(t, err)
+		require.Equal(t, uint64(i), seq)
+	}
+	app(next(event.Delivered, s, "c0"))
+	lifts, err := inc.Lifts()
+	require.NoError(t, err)
+	require.Len(t, lifts, len(rs))
+
+	dir := t.TempDir()
+	cfg := DefaultConfig(dir).ForBulk(dir)
+	cfg.RecipientCache, cfg.BatchEvents = 1, 1
+	reb, err := Open(cfg, l)
+	require.NoError(t, err)
+	defer reb.Close()
+	require.NoError(t, reb.ImportLifts(lifts))
+	require.NoError(t, reb.CatchUp(context.Background(), nil))
+	a, _, err := inc.Suppressions("", "", 1000)
+	require.NoError(t, err)
+	b, _, err := reb.Suppressions("", "", 1000)
+	require.NoError(t, err)
+	require.Equal(t, a, b)
+}
+
+// cancelAfterRead cancels its context once the first pass's read of the
+// log is over.
+type cancelAfterRead struct {
+	Log
+	cancel func()
+	reads  int
+}
+
+func (c *cancelAfterRead) ReadFrom(ctx context.Context, from uint64, fn func(*event.Event) error) error {
+	c.reads++
+	err := c.Log.ReadFrom(ctx, from, fn)
+	c.cancel()
+	return err
+}
+
+// TestBulkCancelStopsRecipientPasses: a cancel is noticed within the
+// recipient passes, not only at batch ends, which groups smaller than a
+// bulk batch never reach.
+func TestBulkCancelStopsRecipientPasses(t *testing.T) {
+	l := storagetest.New(t)
+	var evs []event.Event
+	for i := range 5000 {
+		evs = append(evs, bulkTestEvent(i, event.Delivered, fmt.Sprintf("u%d@x.com", i%2000), "c1"))
+	}
+	_, err := l.AppendCtx(evs...)
+	require.NoError(t, err)
+	dir := t.TempDir()
+	cfg := DefaultConfig(dir).ForBulk(dir) // batches of 100,000 events
+	cfg.RecipientCache = 100
+	ctx, cancel := context.WithCancel(context.Background())
+	src := &cancelAfterRead{Log: l, cancel: cancel}
+	eng, err := Open(cfg, src)
+	require.NoError(t, err)
+	defer eng.Close()
+	err = eng.CatchUp(ctx, nil)
+	require.ErrorIs(t, err, context.Canceled)
+	require.Equal(t, 1, src.reads)
+	// Each finished recipient pass writes its group's records: none may
+	// finish after the cancel (the first pass writes nothing here).
+	require.Zero(t, eng.Stats().Keys, "state keys written after the cancel")
+	require.Zero(t, eng.Applied())
 }

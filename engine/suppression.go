@@ -512,9 +512,6 @@ func (e *Engine) LiftSuppression(recipient string) (*Suppression, uint64, error)
 	if err != nil {
 		return nil, 0, err // committed state: what the client saw
 	}
-	if e.rtxn == nil {
-		e.rtxn = e.db.NewTransaction(false)
-	}
 	seq := e.applied.Load() + uint64(e.pending)
 	if err := e.liftState(r, seq); err != nil {
 		return nil, 0, err

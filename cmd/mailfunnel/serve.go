@@ -567,7 +567,7 @@ func labeled(name string, fn func()) {
 // share.
 func registerRecipientCache(fs *flag.FlagSet, n *int) {
 	fs.IntVar(n, "recipient-cache", engine.DefaultConfig("").RecipientCache,
-		"per-recipient records kept in memory, most of them encoded at about 100 bytes each, about 200 bytes per record at most with the index and garbage (the rest stay in the state store; a rebuild reads the log once more per this many records it touches)")
+		"per-recipient records kept in memory, most of them encoded at about 100 bytes each, about 200 bytes per record at most with the index and garbage (the rest stay in the state store; a rebuild works through its recipients in groups of at most about 100,000 records, fewer if this is smaller)")
 }
 
 // checkRecipientCache refuses a --recipient-cache the engine cannot use,
