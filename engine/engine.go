@@ -243,11 +243,10 @@ type Engine struct {
 	// part selects what apply applies, in bulk passes (see bulk.go).
 	part partMode
 	// In a bulk catch-up's first pass, spill takes the events for the
-	// recipient passes (sbuf is its scratch) and records counts the
-	// recipient records they touch; sparse, in those passes, lets apply
-	// take a subsequence of the log.
+	// recipient passes and records counts the recipient records they
+	// touch; sparse, in those passes, lets apply take a subsequence of
+	// the log.
 	spill   *spill
-	sbuf    []byte
 	records *hyperloglog.Sketch
 	sparse  bool
 	deltas  *countDeltas // in the recipient passes, takes addCount's changes
@@ -631,9 +630,10 @@ func (e *Engine) campaignFor(ev *event.Event) *campaign {
 // recipient's records and the first-reach counts they move). The normal
 // mode applies both; a bulk catch-up (catchUpBulk) applies the global
 // part in one pass over the log and the recipient part in passes over
-// partitions of the recipients. That gives the same state: a recipient's
-// records depend only on its own events (in log order, which every pass
-// keeps), and counters only add up.
+// groups of recipients, each given only its recipients' events (sparse).
+// That gives the same state: a recipient's records depend only on its own
+// events (in log order, which every pass keeps) and on its lifts (applied
+// at their place in that order), and counters only add up.
 func (e *Engine) apply(ev *event.Event) error {
 	if !e.sparse && ev.Seq != e.applied.Load()+uint64(e.pending)+1 {
 		return fmt.Errorf("engine: log gap: got seq %d after %d", ev.Seq, e.applied.Load()+uint64(e.pending))
@@ -807,7 +807,7 @@ func (e *Engine) spillRec(txn writer) spillFunc {
 		if err := re.decodeRecord(re.key, v); err != nil {
 			return err
 		}
-		return e.stagePublished(txn, re)
+		return e.stagePublished(txn, &e.arena, re)
 	}
 }
 
@@ -1030,7 +1030,7 @@ func (e *Engine) commit() error {
 		w = sized
 	}
 	for _, re := range e.dirtyRecs {
-		if err := e.stageRec(w, re); err != nil {
+		if err := e.stageRec(w, &e.arena, re); err != nil {
 			return err
 		}
 	}
@@ -1046,7 +1046,7 @@ func (e *Engine) commit() error {
 		return err
 	}
 	for r, v := range e.dirtySup {
-		if err := e.stageSup(txn, r, v); err != nil {
+		if err := stageSup(txn, &e.arena, r, v); err != nil {
 			return err
 		}
 	}
@@ -1156,12 +1156,15 @@ func (a *stageArena) bytes(s string) []byte { return a.keep(append(a.free(len(s)
 // copyOf copies b into the arena.
 func (a *stageArena) copyOf(b []byte) []byte { return a.keep(append(a.free(len(b)), b...)) }
 
-func (e *Engine) stageRec(txn writer, re *recEntry) error {
-	if err := txn.Set(e.arena.bytes(re.key), e.arena.keep(re.encodeRecord(re.key, e.arena.free(64)))); err != nil {
+// stageRec stages record re into txn, its bytes in arena a (the engine's,
+// or a background writer's own: it reads nothing else of e but the
+// campaign catalogue).
+func (e *Engine) stageRec(txn writer, a *stageArena, re *recEntry) error {
+	if err := txn.Set(a.bytes(re.key), a.keep(re.encodeRecord(re.key, a.free(64)))); err != nil {
 		return fmt.Errorf("stage recipient state: %w", err)
 	}
 	if re.pub {
-		return e.stagePublished(txn, re)
+		return e.stagePublished(txn, a, re)
 	}
 	return nil
 }

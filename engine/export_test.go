@@ -163,7 +163,7 @@ func FailedCommit(e *Engine) {
 	t := e.db.NewTransaction(true)
 	defer t.Discard()
 	for _, re := range e.dirtyRecs {
-		_ = e.stageRec(atomicTxn{t}, re)
+		_ = e.stageRec(atomicTxn{t}, &e.arena, re)
 	}
 	for _, ce := range e.dirtyCnts {
 		_ = e.stageCount(atomicTxn{t}, ce)

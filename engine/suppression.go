@@ -215,8 +215,8 @@ func supPubKey(recipient string) []byte {
 }
 
 // supPubKey returns the API record key of recipient, in the stage arena.
-func (e *Engine) supPubKey(recipient string) []byte {
-	return e.arena.keep(append(append(e.arena.free(1+len(recipient)), prefixSupPub), recipient...))
+func (a *stageArena) supPubKey(recipient string) []byte {
+	return a.keep(append(append(a.free(1+len(recipient)), prefixSupPub), recipient...))
 }
 
 func liftKey(seq uint64, recipient string) string {
@@ -332,13 +332,13 @@ func (e *Engine) publish(re *recEntry, r string, s *supState) error {
 }
 
 // stagePublished stages the 'S' record of suppression record re.
-func (e *Engine) stagePublished(txn writer, re *recEntry) error {
+func (e *Engine) stagePublished(txn writer, a *stageArena, re *recEntry) error {
 	r := re.key[5:] // an all-campaigns record's key: 'r', cid 0, recipient
 	v, err := e.published(r, re.sup)
 	if err != nil {
 		return err
 	}
-	if err := e.stageSup(txn, r, v); err != nil {
+	if err := stageSup(txn, a, r, v); err != nil {
 		return err
 	}
 	re.pub = false
@@ -347,12 +347,12 @@ func (e *Engine) stagePublished(txn writer, re *recEntry) error {
 
 // stageSup stages recipient r's API suppression record v ('S'), or its
 // deletion when v is nil.
-func (e *Engine) stageSup(txn writer, r string, v []byte) error {
+func stageSup(txn writer, a *stageArena, r string, v []byte) error {
 	var err error
 	if v == nil {
-		err = txn.Delete(e.supPubKey(r))
+		err = txn.Delete(a.supPubKey(r))
 	} else {
-		err = txn.Set(e.supPubKey(r), v)
+		err = txn.Set(a.supPubKey(r), v)
 	}
 	if err != nil {
 		return fmt.Errorf("stage suppression: %w", err)
