@@ -378,8 +378,13 @@ func (e *Engine) bulkPass(ctx context.Context, from, last uint64, progress func(
 			}
 			return nil
 		})
-		if rerr == nil && len(b) > 0 {
-			rerr = send() // the log ended before last: apply what it had
+		// The log ended before last, or reading or spilling failed: apply
+		// the events before that, so that an error of theirs comes first,
+		// as it would in log order.
+		if len(b) > 0 && rctx.Err() == nil {
+			if serr := send(); rerr == nil {
+				rerr = serr
+			}
 		}
 	}()
 	batchStart := 0

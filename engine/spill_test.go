@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -245,4 +246,47 @@ func TestBulkCancelStopsRecipientPasses(t *testing.T) {
 	// finish after the cancel (the first pass writes nothing here).
 	require.Zero(t, eng.Stats().Keys, "state keys written after the cancel")
 	require.Zero(t, eng.Applied())
+}
+
+// gapThenFail is a log whose events skip a seq from the 1,500th on and
+// whose read fails at the 1,600th.
+type gapThenFail struct{ Log }
+
+var errReadFailed = errors.New("read failed")
+
+func (g gapThenFail) ReadFrom(ctx context.Context, from uint64, fn func(*event.Event) error) error {
+	n := 0
+	err := g.Log.ReadFrom(ctx, from, func(ev *event.Event) error {
+		if n++; n == 1600 {
+			return errReadFailed
+		}
+		if n >= 1500 {
+			ev.Seq++
+		}
+		return fn(ev)
+	})
+	if err == nil {
+		err = errReadFailed
+	}
+	return err
+}
+
+// TestBulkPassReportsTheFirstError: the first pass reads ahead of apply on
+// its own goroutine, but an error of apply at an event before the one the
+// read failed at is still the one reported, as in log order.
+func TestBulkPassReportsTheFirstError(t *testing.T) {
+	l := storagetest.New(t)
+	var evs []event.Event
+	for i := range 2000 {
+		evs = append(evs, bulkTestEvent(i, event.Delivered, fmt.Sprintf("u%d@x.com", i), "c1"))
+	}
+	_, err := l.AppendCtx(evs...)
+	require.NoError(t, err)
+	dir := t.TempDir()
+	eng, err := Open(DefaultConfig(dir).ForBulk(dir), gapThenFail{l})
+	require.NoError(t, err)
+	defer eng.Close()
+	err = eng.CatchUp(context.Background(), nil)
+	require.ErrorContains(t, err, "log gap")
+	require.NotErrorIs(t, err, errReadFailed)
 }
