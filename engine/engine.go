@@ -609,9 +609,16 @@ func (e *Engine) CatchUp(ctx context.Context, progress func(applied uint64)) err
 	return nil
 }
 
+// campaignFor returns ev's campaign, adding it to the catalogue if it is
+// new. In a bulk catch-up's recipient passes it returns nil instead: the
+// first pass added every campaign of the range, and a background writer
+// reads the catalogue meanwhile (handOffRecs), so it must not change.
 func (e *Engine) campaignFor(ev *event.Event) *campaign {
 	k := campKeyT{ev.Source, ev.Account, ev.Campaign}
 	c := e.camps[k]
+	if c == nil && e.part == partRecip {
+		return nil
+	}
 	if c == nil {
 		c = &campaign{ID: e.nextCID, Source: ev.Source, Account: ev.Account, Campaign: ev.Campaign,
 			First: math.MaxInt64, Last: math.MinInt64}
@@ -655,6 +662,9 @@ func (e *Engine) apply(ev *event.Event) error {
 
 func (e *Engine) applyParts(ev *event.Event, r string, global, recip bool) error {
 	c := e.campaignFor(ev)
+	if c == nil {
+		return fmt.Errorf("engine: campaign of seq %d is missing from the bulk catch-up's first pass", ev.Seq)
+	}
 	t := ev.EventTime.UnixMicro()
 	ms := implied(ev.Type)
 	if global {

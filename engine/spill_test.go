@@ -290,3 +290,19 @@ func TestBulkPassReportsTheFirstError(t *testing.T) {
 	require.ErrorContains(t, err, "log gap")
 	require.NotErrorIs(t, err, errReadFailed)
 }
+
+// TestRecipientPassRefusesUnknownCampaign: a recipient pass never adds to
+// the campaign catalogue, which a background writer reads meanwhile; an
+// event whose campaign the first pass did not add is an error.
+func TestRecipientPassRefusesUnknownCampaign(t *testing.T) {
+	l := storagetest.New(t)
+	dir := t.TempDir()
+	eng, err := Open(DefaultConfig(dir).ForBulk(dir), l)
+	require.NoError(t, err)
+	defer eng.Close()
+	eng.part, eng.sparse = partRecip, true
+	ev := bulkTestEvent(1, event.Delivered, "u@x.com", "never-seen")
+	ev.Seq = 7
+	require.ErrorContains(t, eng.apply(&ev), "campaign of seq 7 is missing")
+	require.Empty(t, eng.camps)
+}
