@@ -7,7 +7,8 @@
 // (replay.go).
 //
 // Its contract: it reads the log (storage) and its own state store, and
-// nothing else; the query and export packages read it through its exported
+// nothing else (a bulk catch-up also keeps unlinked temporary files beside
+// the state directory, spill.go); the query and export packages read it through its exported
 // methods, which answer from committed state only.
 //
 // # Funnel semantics (the contract)
