@@ -270,6 +270,17 @@ func spillEvent(sp *spill, buf []byte, ev *event.Event) ([]byte, error) {
 	return buf, sp.add(spillBucket(r, len(sp.n)), buf)
 }
 
+// eventSeq is the log sequence of an encoded event (event.Append: a
+// version byte, the type, the flags, then the sequence as a uvarint),
+// read without decoding the rest, to merge buckets in log order.
+func eventSeq(rec []byte) uint64 {
+	if len(rec) < 4 {
+		return 0
+	}
+	v, _ := binary.Uvarint(rec[3:])
+	return v
+}
+
 // bucketPass applies the recipient part of the events of buckets bs. They
 // are a subsequence of the log, which apply accepts in this mode (sparse):
 // a lift due between two of them is applied before the second, as in the
@@ -280,7 +291,7 @@ func (e *Engine) bucketPass(ctx context.Context, sp *spill, bs []int, last uint6
 	e.sparse = true
 	defer func() { e.sparse = false }()
 	batchStart, i := 0, 0
-	err := sp.read(bs, func(rec []byte) error {
+	err := sp.read(bs, eventSeq, func(rec []byte) error {
 		var ev event.Event
 		if _, err := event.Decode(rec, &ev); err != nil {
 			return fmt.Errorf("engine: bulk spill: %w", err)

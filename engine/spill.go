@@ -99,23 +99,31 @@ func (s *spill) finish() error {
 }
 
 // read calls fn with each record of buckets bs, each bucket's in the
-// order added and all of them merged by seq (see recSeq). rec is valid
-// until fn returns.
-func (s *spill) read(bs []int, fn func(rec []byte) error) error {
-	h := make(spillHeap, 0, len(bs))
+// order added. With order (a record's key, such as an event's log
+// sequence) the buckets are merged by it; without, they are read one
+// after another. rec is valid until fn returns.
+func (s *spill) read(bs []int, order func(rec []byte) uint64, fn func(rec []byte) error) error {
+	var h spillHeap
 	for _, b := range bs {
 		c := &spillCursor{s: s, chunks: s.chunks[b]}
+		if order == nil {
+			if err := c.each(fn); err != nil {
+				return err
+			}
+			continue
+		}
 		ok, err := c.next()
 		if err != nil {
 			return err
 		}
 		if ok {
-			h = append(h, c)
+			c.key = order(c.rec)
+			h.cs = append(h.cs, c)
 		}
 	}
 	heap.Init(&h)
-	for len(h) > 0 {
-		c := h[0]
+	for len(h.cs) > 0 {
+		c := h.cs[0]
 		if err := fn(c.rec); err != nil {
 			return err
 		}
@@ -124,22 +132,13 @@ func (s *spill) read(bs []int, fn func(rec []byte) error) error {
 		case err != nil:
 			return err
 		case ok:
+			c.key = order(c.rec)
 			heap.Fix(&h, 0)
 		default:
 			heap.Pop(&h)
 		}
 	}
 	return nil
-}
-
-// recSeq is the log sequence of an encoded event (event.Append): a
-// version byte, the type, the flags, then the sequence as a uvarint.
-func recSeq(rec []byte) uint64 {
-	if len(rec) < 4 {
-		return 0
-	}
-	v, _ := binary.Uvarint(rec[3:])
-	return v
 }
 
 // spillCursor reads one bucket's records.
@@ -149,7 +148,20 @@ type spillCursor struct {
 	buf    []byte // the rest of the current chunk
 	rbuf   []byte
 	rec    []byte
-	seq    uint64
+	key    uint64 // the merge order's key of rec
+}
+
+// each calls fn with the cursor's remaining records.
+func (c *spillCursor) each(fn func(rec []byte) error) error {
+	for {
+		ok, err := c.next()
+		if !ok || err != nil {
+			return err
+		}
+		if err := fn(c.rec); err != nil {
+			return err
+		}
+	}
 }
 
 func (c *spillCursor) next() (bool, error) {
@@ -176,20 +188,19 @@ func (c *spillCursor) next() (bool, error) {
 	}
 	c.rec = c.buf[k : k+int(l)]
 	c.buf = c.buf[k+int(l):]
-	c.seq = recSeq(c.rec)
 	return true, nil
 }
 
-type spillHeap []*spillCursor
+// spillHeap orders cursors by the key of their current record.
+type spillHeap struct{ cs []*spillCursor }
 
-func (h spillHeap) Len() int           { return len(h) }
-func (h spillHeap) Less(i, j int) bool { return h[i].seq < h[j].seq }
-func (h spillHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *spillHeap) Push(x any)        { *h = append(*h, x.(*spillCursor)) }
+func (h *spillHeap) Len() int           { return len(h.cs) }
+func (h *spillHeap) Less(i, j int) bool { return h.cs[i].key < h.cs[j].key }
+func (h *spillHeap) Swap(i, j int)      { h.cs[i], h.cs[j] = h.cs[j], h.cs[i] }
+func (h *spillHeap) Push(x any)         { h.cs = append(h.cs, x.(*spillCursor)) }
 func (h *spillHeap) Pop() any {
-	old := *h
-	c := old[len(old)-1]
-	*h = old[:len(old)-1]
+	c := h.cs[len(h.cs)-1]
+	h.cs = h.cs[:len(h.cs)-1]
 	return c
 }
 
@@ -258,7 +269,7 @@ func (c *countDeltas) add(s []byte, t, d int64) error {
 // each calls fn with every change of bucket b.
 func (c *countDeltas) each(b int, fn func(s []byte, t, d int64) error) error {
 	var sb []byte
-	return c.sp.read([]int{b}, func(rec []byte) error {
+	return c.sp.read([]int{b}, nil, func(rec []byte) error {
 		id, n := binary.Uvarint(rec)
 		dt, m := binary.Varint(rec[max(n, 0):])
 		d, k := binary.Varint(rec[max(n, 0)+max(m, 0):])

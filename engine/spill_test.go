@@ -48,7 +48,7 @@ func TestSpillMergesBucketsInLogOrder(t *testing.T) {
 			exp = append(exp, want[b]...)
 		}
 		slices.Sort(exp)
-		require.NoError(t, sp.read(group, func(rec []byte) error {
+		require.NoError(t, sp.read(group, eventSeq, func(rec []byte) error {
 			var ev event.Event
 			_, err := event.Decode(rec, &ev)
 			require.NoError(t, err)
